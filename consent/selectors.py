@@ -1,0 +1,284 @@
+"""Reads worth naming: consent checks, a subject's consents, receipts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from django.conf import settings
+from django.db.models import FilteredRelation, Q, QuerySet
+from django.utils import timezone
+
+from consent import rules
+from consent.choices import EXPLICIT_SOURCES, DenialReason, Mechanism
+from consent.errors import NotFound
+from consent.models import (
+    ConsentEvent,
+    ConsentState,
+    Jurisdiction,
+    JurisdictionRule,
+    PolicyNotice,
+    Purpose,
+    Subject,
+)
+
+MAX_BULK_CHECK = 1000
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    subject: str
+    allowed: bool
+    reason: DenialReason | None
+
+
+def age_rules(jurisdiction: Jurisdiction) -> rules.AgeRules:
+    return rules.AgeRules(
+        consent_age=jurisdiction.consent_age,
+        opt_in_below_age=jurisdiction.opt_in_below_age,
+        minor_age=jurisdiction.minor_age,
+        profiling_ads_to_minors_banned=jurisdiction.profiling_ads_to_minors_banned,
+    )
+
+
+def purpose_flags(purpose: Purpose) -> rules.PurposeFlags:
+    return rules.PurposeFlags(
+        essential=purpose.essential, gpc_applies=purpose.gpc_applies, profiling=purpose.profiling
+    )
+
+
+def today() -> date:
+    return timezone.now().date()
+
+
+def get_purpose(*, key: str) -> Purpose:
+    purpose = Purpose.objects.select_related("introduced_in").filter(key=key).first()
+    if purpose is None:
+        raise NotFound(f"No purpose '{key}'.", field="purpose")
+    return purpose
+
+
+def get_subject(*, external_id: str) -> Subject:
+    subject = (
+        Subject.objects.select_related("jurisdiction", "policy_version")
+        .filter(external_id=external_id, erased_at__isnull=True)
+        .first()
+    )
+    if subject is None:
+        raise NotFound(f"No subject '{external_id}'.")
+    return subject
+
+
+def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[CheckResult]:
+    """allowed(subject, purpose) for up to 1,000 subjects in a single query.
+
+    Results come back in the order asked, one per id (duplicates answered twice);
+    an unknown or erased subject is never allowed.
+    """
+    if len(external_ids) > MAX_BULK_CHECK:
+        raise ValueError(f"at most {MAX_BULK_CHECK} subjects per check")
+    flags = purpose_flags(purpose)
+    introduced = purpose.introduced_in.label
+    rows = (
+        Subject.objects.filter(external_id__in=set(external_ids), erased_at__isnull=True)
+        .annotate(
+            rule=FilteredRelation(
+                "jurisdiction__rules", condition=Q(jurisdiction__rules__purpose=purpose)
+            ),
+            state=FilteredRelation("states", condition=Q(states__purpose=purpose)),
+        )
+        .values_list(
+            "external_id",
+            "birth_year",
+            "policy_version__label",
+            "jurisdiction__consent_age",
+            "jurisdiction__opt_in_below_age",
+            "jurisdiction__minor_age",
+            "jurisdiction__profiling_ads_to_minors_banned",
+            "rule__mechanism",
+            "state__granted",
+            "state__source",
+        )
+    )
+    on = today()
+    answers: dict[str, CheckResult] = {}
+    for (
+        external_id,
+        birth_year,
+        version_label,
+        consent_age,
+        opt_in_below_age,
+        minor_age,
+        banned,
+        mechanism,
+        granted,
+        source,
+    ) in rows:
+        age_rule_set = rules.AgeRules(consent_age, opt_in_below_age, minor_age, banned)
+        reason = rules.check(
+            live=rules.is_live(
+                introduced_label=introduced,
+                subject_version_label=version_label,
+                mechanism=mechanism,
+            ),
+            mechanism=mechanism,
+            blocked_by_age=rules.age_blocked(
+                age=rules.lowest_age(birth_year, on), rules=age_rule_set, purpose=flags
+            ),
+            state_granted=granted,
+            state_source=source,
+        )
+        answers[external_id] = CheckResult(external_id, reason is None, reason)
+    unknown = DenialReason.UNKNOWN_SUBJECT
+    return [answers.get(i) or CheckResult(i, False, unknown) for i in external_ids]
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    """A subject's current decision on one purpose, with what the check says of it."""
+
+    purpose: Purpose
+    granted: bool
+    allowed: bool
+    reason: DenialReason | None
+    source: str
+    explicit: bool
+    policy_version: str
+    updated_at: datetime
+    locked: str | None
+
+
+def subject_consents(*, subject: Subject) -> list[ConsentView]:
+    """Every purpose with a decision for the subject, in display order."""
+    states = (
+        ConsentState.objects.filter(subject=subject)
+        .select_related("purpose__introduced_in", "policy_version")
+        .order_by("purpose__display_order", "purpose__key")
+    )
+    mechanisms = dict(
+        JurisdictionRule.objects.filter(jurisdiction_id=subject.jurisdiction_id).values_list(
+            "purpose_id", "mechanism"
+        )
+    )
+    age = rules.lowest_age(subject.birth_year, today())
+    age_rule_set = age_rules(subject.jurisdiction)
+    views = []
+    for state in states:
+        mechanism = mechanisms.get(state.purpose_id)
+        flags = purpose_flags(state.purpose)
+        live = rules.is_live(
+            introduced_label=state.purpose.introduced_in.label,
+            subject_version_label=subject.policy_version.label,
+            mechanism=mechanism,
+        )
+        blocked = rules.age_blocked(age=age, rules=age_rule_set, purpose=flags)
+        reason = rules.check(
+            live=live,
+            mechanism=mechanism,
+            blocked_by_age=blocked,
+            state_granted=state.granted,
+            state_source=state.source,
+        )
+        locked = None
+        if mechanism == Mechanism.ALWAYS_ON:
+            locked = "essential"
+        elif not live:
+            locked = "not_live"
+        elif blocked:
+            locked = "age_restricted"
+        views.append(
+            ConsentView(
+                purpose=state.purpose,
+                granted=state.granted,
+                allowed=reason is None,
+                reason=reason,
+                source=state.source,
+                explicit=state.source in EXPLICIT_SOURCES,
+                policy_version=state.policy_version.label,
+                updated_at=state.updated_at,
+                locked=locked,
+            )
+        )
+    return views
+
+
+def pending_notice(*, subject: Subject) -> PolicyNotice | None:
+    return (
+        PolicyNotice.objects.filter(subject=subject, resolved_at__isnull=True)
+        .select_related("version")
+        .prefetch_related("decision_purposes")
+        .order_by("-version__label")
+        .first()
+    )
+
+
+def subject_events(*, subject: Subject) -> QuerySet[ConsentEvent]:
+    """The subject's history, newest first."""
+    return (
+        ConsentEvent.objects.filter(subject=subject)
+        .select_related("purpose", "policy_version", "jurisdiction", "notice_version")
+        .order_by("-id")
+    )
+
+
+def get_event(*, subject: Subject, event_id: int) -> ConsentEvent:
+    event = subject_events(subject=subject).filter(pk=event_id).first()
+    if event is None:
+        raise NotFound(f"No event {event_id} for this subject.")
+    return event
+
+
+RECEIPT_NAMESPACE = uuid.UUID("6f1e9a52-3c1d-4d0f-9b1e-7a4f0c2d8e11")
+
+
+def consent_receipt(*, event: ConsentEvent) -> dict[str, object]:
+    """A consent receipt for one event, with the fields of the Kantara Initiative
+    Consent Receipt Specification v1.1, plus Parley's own decision details."""
+    purpose = event.purpose
+    categories = list(purpose.categories.values_list("key", flat=True))
+    explicit = event.source in EXPLICIT_SOURCES
+    controller = settings.CONSENT_RECEIPT_CONTROLLER
+    return {
+        "version": "KI-CR-v1.1.0",
+        "jurisdiction": event.jurisdiction.code,
+        "consentTimestamp": int(event.occurred_at.timestamp()),
+        "collectionMethod": event.get_source_display(),
+        "consentReceiptID": str(uuid.uuid5(RECEIPT_NAMESPACE, f"event:{event.pk}")),
+        "publicKey": None,
+        "language": event.language or event.subject.language,
+        "piiPrincipalId": event.subject.external_id,
+        "piiControllers": [controller],
+        "policyUrl": settings.POLICY_URL_TEMPLATE.format(label=event.policy_version.label),
+        "services": [
+            {
+                "service": purpose.name,
+                "purposes": [
+                    {
+                        "purpose": purpose.description,
+                        "purposeCategory": [purpose.key],
+                        "consentType": "EXPLICIT" if explicit else "IMPLICIT",
+                        "piiCategory": categories,
+                        "primaryPurpose": purpose.essential,
+                        "termination": "Until withdrawn on the privacy dashboard or in the app",
+                        "thirdPartyDisclosure": purpose.gpc_applies,
+                    }
+                ],
+            }
+        ],
+        "sensitive": False,
+        "spiCat": [],
+        "parley": {
+            "eventId": event.pk,
+            "purpose": purpose.key,
+            "granted": event.granted,
+            "source": event.source,
+            "policyVersion": event.policy_version.label,
+            "noticeVersion": event.notice_version.label if event.notice_version else None,
+            "actor": {"type": event.actor_type, "id": event.actor_id},
+            "ipTruncated": event.ip_truncated,
+            "userAgent": event.user_agent,
+            "occurredAt": event.occurred_at.isoformat(),
+        },
+    }
