@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PROD_ENV := DEBUG=false SECRET_KEY=ci-only-$(shell head -c 32 /dev/urandom | sha256sum | cut -c1-50) \
 	ALLOWED_HOSTS=parley.example.com DATABASE_URL=sqlite:///var/deploy-check.sqlite3
 
-.PHONY: help venv run test lint typecheck checks ci lock clean
+.PHONY: help venv run test lint typecheck checks ci lock clean bench-rollout
 
 help:
 	@echo "make run    - web server, Celery worker and beat with demo data (SQLite, no servers)"
@@ -31,6 +31,7 @@ run: venv
 	mkdir -p var
 	DEBUG=true $(PY) manage.py migrate --noinput
 	DEBUG=true $(PY) manage.py seed_demo
+	DEBUG=true $(PY) manage.py rollout_tick
 	@echo ""
 	@echo "  Parley is starting:"
 	@echo "    Privacy dashboard API docs  http://127.0.0.1:8000/api/docs/"
@@ -57,6 +58,9 @@ checks: venv
 	$(PROD_ENV) $(PY) manage.py check --deploy --fail-level WARNING
 
 ci: test lint typecheck checks
+
+bench-rollout: venv
+	$(PY) bench/rollout.py
 
 lock: venv
 	$(PY) -m pip install --quiet pip-tools

@@ -211,7 +211,34 @@ CELERY_BEAT_SCHEDULE = {
         "task": "consent.tasks.purge_expired",
         "schedule": crontab(minute="*/15"),
     },
+    "rollout-tick": {
+        "task": "consent.tasks.rollout_tick",
+        "schedule": timedelta(seconds=env.int("ROLLOUT_TICK_SECONDS", default=60)),
+    },
 }
+CELERY_BEAT_SCHEDULE |= {
+    "deliver-webhooks": {
+        "task": "consent.webhook_tasks.deliver_webhooks",
+        "schedule": timedelta(seconds=10),
+        "options": {"expires": 10},
+    },
+    "purge-webhooks": {
+        "task": "consent.webhook_tasks.purge_webhooks",
+        "schedule": crontab(hour=3, minute=17),
+    },
+}
+# Webhooks: retries back off exponentially from BASE to MAX seconds, then give up.
+WEBHOOK_BACKOFF_BASE_SECONDS: int = env.int("WEBHOOK_BACKOFF_BASE_SECONDS", default=10)
+WEBHOOK_BACKOFF_MAX_SECONDS: int = env.int("WEBHOOK_BACKOFF_MAX_SECONDS", default=3600)
+WEBHOOK_MAX_ATTEMPTS: int = env.int("WEBHOOK_MAX_ATTEMPTS", default=12)
+WEBHOOK_TIMEOUT_SECONDS: int = env.int("WEBHOOK_TIMEOUT_SECONDS", default=5)
+WEBHOOK_RETENTION_DAYS: int = env.int("WEBHOOK_RETENTION_DAYS", default=7)
+
+# Rollouts: subjects per batch (one transaction each), how long a dispatched batch may
+# stay unfinished before the watchdog sends it again, and attempts before it fails.
+ROLLOUT_BATCH_SIZE: int = env.int("ROLLOUT_BATCH_SIZE", default=10_000)
+ROLLOUT_BATCH_TIMEOUT = timedelta(seconds=env.int("ROLLOUT_BATCH_TIMEOUT_SECONDS", default=300))
+ROLLOUT_BATCH_MAX_ATTEMPTS: int = env.int("ROLLOUT_BATCH_MAX_ATTEMPTS", default=5)
 
 # --- Logging --------------------------------------------------------------------
 LOGGING = {

@@ -83,6 +83,26 @@ class RolloutStatus(models.TextChoices):
     COMPLETED = "completed", _("Completed")
     CANCELLED = "cancelled", _("Cancelled")
     FAILED = "failed", _("Failed")
+    ROLLED_BACK = "rolled_back", _("Rolled back")
+
+
+class BatchStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class WebhookEvent(models.TextChoices):
+    CONSENT_CHANGED = "consent.changed", "consent.changed"
+    SUBJECT_ERASED = "subject.erased", "subject.erased"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    DELIVERED = "delivered", _("Delivered")
+    DEAD = "dead", _("Gave up")
 
 
 # Data that may never become a metadata category, whatever staff type in the admin:

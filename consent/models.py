@@ -13,11 +13,14 @@ from django.utils import timezone
 from consent.choices import (
     FORBIDDEN_CATEGORY_KEYS,
     ActorType,
+    BatchStatus,
+    DeliveryStatus,
     JurisdictionKind,
     Mechanism,
     Region,
     RolloutStatus,
     Source,
+    WebhookEvent,
 )
 
 
@@ -185,8 +188,12 @@ class Subject(models.Model):
     subdivision = models.CharField(max_length=6, blank=True)
     language = models.CharField(max_length=35, default="en")
     birth_year = models.PositiveSmallIntegerField(null=True, blank=True)
-    jurisdiction = models.ForeignKey(Jurisdiction, on_delete=models.PROTECT, related_name="+")
-    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
+    jurisdiction = models.ForeignKey(
+        Jurisdiction, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    policy_version = models.ForeignKey(
+        PolicyVersion, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -201,6 +208,7 @@ class Subject(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["jurisdiction", "id"], name="subject_jurisdiction_id")]
+        permissions = [("record_staff_change", "Can record a staff consent change")]
 
     def __str__(self) -> str:
         return self.external_id
@@ -212,6 +220,15 @@ class PolicyNotice(models.Model):
     subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="notices")
     version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="notices")
     requires_decision = models.BooleanField(default=False)
+    previous_version = models.ForeignKey(
+        PolicyVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        help_text="The version the subject was on before; a rollback returns them to it.",
+    )
     decision_purposes = models.ManyToManyField(Purpose, blank=True, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -226,25 +243,65 @@ class PolicyNotice(models.Model):
 
 
 class ConsentEvent(models.Model):
-    """One decision. Append-only: on PostgreSQL a trigger refuses UPDATE and DELETE."""
+    """One decision. Append-only: on PostgreSQL a trigger refuses UPDATE and DELETE.
 
-    subject = models.ForeignKey(Subject, on_delete=models.PROTECT, related_name="events")
-    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="+")
+    The busiest table: it is only appended to and read by subject, newest first, so it
+    carries that one index (`event_subject_newest`) and none per foreign key — every
+    extra index is paid on each of the millions of rows a rollout writes. For the same
+    reason only `subject` is a database-level foreign key; the references to reference
+    data (purposes, versions, jurisdictions, phases), which are never deleted once
+    used, are guarded by PROTECT in the ORM instead of a per-row check at commit.
+    """
+
+    subject = models.ForeignKey(
+        Subject, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
+    purpose = models.ForeignKey(
+        Purpose, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     granted = models.BooleanField()
     source = models.CharField(max_length=24, choices=Source.choices)
-    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
-    jurisdiction = models.ForeignKey(Jurisdiction, on_delete=models.PROTECT, related_name="+")
+    policy_version = models.ForeignKey(
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    jurisdiction = models.ForeignKey(
+        Jurisdiction,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
     actor_id = models.CharField(max_length=150, blank=True)
     occurred_at = models.DateTimeField(default=timezone.now)
     # Proof context: what the person saw and where the decision came from.
     notice_version = models.ForeignKey(
-        PolicyVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        PolicyVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     language = models.CharField(max_length=35, blank=True)
     ip_truncated = models.CharField(max_length=64, blank=True)
     user_agent = models.CharField(max_length=512, blank=True)
     reason = models.TextField(blank=True, help_text="Why staff made the change.")
+    # The rollout phase that wrote a default, so that a rollback can find it.
+    rollout_phase = models.ForeignKey(
+        "RolloutPhase",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
 
     class Meta:
         indexes = [models.Index(fields=["subject", "-id"], name="event_subject_newest")]
@@ -254,20 +311,38 @@ class ConsentEvent(models.Model):
 
 
 class ConsentState(models.Model):
-    """The current decision per (subject, purpose); written with its event."""
+    """The current decision per (subject, purpose); written with its event.
 
-    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="states")
-    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="+")
+    Read and upserted by (subject, purpose) only: the unique constraint is its index.
+    Subject and event are database-level foreign keys (no state without its event);
+    purpose and version are guarded by PROTECT, as on ConsentEvent.
+    """
+
+    subject = models.ForeignKey(
+        Subject, on_delete=models.CASCADE, related_name="states", db_index=False
+    )
+    purpose = models.ForeignKey(
+        Purpose, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     granted = models.BooleanField()
     source = models.CharField(max_length=24, choices=Source.choices)
-    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
-    event = models.ForeignKey(ConsentEvent, on_delete=models.PROTECT, related_name="+")
+    policy_version = models.ForeignKey(
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    event = models.ForeignKey(
+        ConsentEvent, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     updated_at = models.DateTimeField()
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["subject", "purpose"], name="one_state_per_purpose"),
         ]
+        permissions = [("view_consent_statistics", "Can view consent statistics")]
 
     def __str__(self) -> str:
         return f"{self.subject_id}/{self.purpose_id}={self.granted}"
@@ -282,6 +357,13 @@ class Rollout(models.Model):
         max_length=16, choices=RolloutStatus.choices, default=RolloutStatus.DRAFT
     )
     created_at = models.DateTimeField(default=timezone.now)
+    dry_run = models.JSONField(null=True, blank=True, editable=False)
+    dry_run_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        permissions = [
+            ("control_rollout", "Can start, pause, resume, cancel and roll back rollouts"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -297,6 +379,9 @@ class RolloutPhase(models.Model):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    total = models.PositiveIntegerField(default=0, help_text="Subjects to reach.")
+    processed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["rollout", "position"]
@@ -306,6 +391,118 @@ class RolloutPhase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rollout} phase {self.position}"
+
+
+class RolloutBatch(models.Model):
+    """A keyset range of subject ids [lo_id, hi_id) of one phase, processed in one
+    transaction. Progress lives here, so a crashed worker loses nothing."""
+
+    phase = models.ForeignKey(RolloutPhase, on_delete=models.CASCADE, related_name="batches")
+    lo_id = models.BigIntegerField()
+    hi_id = models.BigIntegerField()
+    size = models.PositiveIntegerField(help_text="Subjects in the range when the phase started.")
+    status = models.CharField(
+        max_length=16, choices=BatchStatus.choices, default=BatchStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["phase", "lo_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["phase", "lo_id"], name="unique_batch_range"),
+        ]
+        indexes = [models.Index(fields=["status", "dispatched_at"], name="batch_status_dispatched")]
+
+    def __str__(self) -> str:
+        return f"{self.phase} [{self.lo_id}, {self.hi_id})"
+
+
+class RolloutAction(models.Model):
+    """Who did what to a rollout, and when (and what the engine did by itself)."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="actions")
+    phase = models.ForeignKey(
+        RolloutPhase, null=True, blank=True, on_delete=models.CASCADE, related_name="actions"
+    )
+    action = models.CharField(max_length=32)
+    actor = models.CharField(max_length=150)
+    at = models.DateTimeField(default=timezone.now)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor}"
+
+
+class WebhookSubscription(models.Model):
+    """A service's endpoint for consent.changed / subject.erased notifications."""
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(
+        max_length=200, help_text="Standard Webhooks secret (whsec_…, base64)."
+    )
+    events = models.JSONField(default=list)
+    is_active = models.BooleanField(default=True)
+    account = models.ForeignKey(
+        "ServiceAccount", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.url}"
+
+
+class OutboxMessage(models.Model):
+    """A change to announce, written in the transaction that made it."""
+
+    event_type = models.CharField(max_length=32, choices=WebhookEvent.choices)
+    subject_id = models.BigIntegerField(help_text="Orders deliveries per subject.")
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    fanned_out = models.BooleanField(default=False, db_index=True)
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.event_type}"
+
+
+class WebhookDelivery(models.Model):
+    """One message to one subscription; attempts and outcome for staff to see."""
+
+    subscription = models.ForeignKey(
+        WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    message = models.ForeignKey(OutboxMessage, on_delete=models.CASCADE, related_name="deliveries")
+    subject_id = models.BigIntegerField()
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subscription", "message"], name="one_delivery_per_subscription"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+            models.Index(fields=["subscription", "subject_id", "message"], name="delivery_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} → {self.subscription_id} ({self.status})"
 
 
 class ServiceAccount(models.Model):

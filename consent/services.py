@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from consent import rules, selectors, validators
+from consent import reach, rules, selectors, validators, webhooks
 from consent.auth import hash_token, new_raw_token
 from consent.choices import EXPLICIT_SOURCES, ActorType, Mechanism, Scope, Source
 from consent.errors import (
@@ -214,6 +214,7 @@ def _write(
     )
     for state in states:
         ctx.states[state.purpose_id] = state
+    webhooks.enqueue_consent_changes(events=events)
     return events
 
 
@@ -373,6 +374,7 @@ def erase_subject(*, external_id: str, actor: Actor) -> None:
         proof=NO_PROOF,
         now=now,
     )
+    webhooks.enqueue_subject_erased(subject_pk=subject.pk, external_id=external_id, erased_at=now)
     PolicyNotice.objects.filter(subject=subject).delete()
     DashboardLink.objects.filter(subject=subject).delete()
     user = subject.user
@@ -460,60 +462,6 @@ def record_choice(
 # --- policy versions ----------------------------------------------------------------------
 
 
-def _reach(ctx: _Context, version: PolicyVersion, *, actor: Actor, now: datetime) -> bool:
-    """Carries one subject to `version`: a notice, defaults for what the versions in
-    between introduce or change, and the version advanced. Returns False if the
-    subject was already there (idempotent)."""
-    subject = ctx.subject
-    previous = subject.policy_version.label
-    if previous >= version.label:
-        return False
-    versions = list(
-        PolicyVersion.objects.filter(label__gt=previous, label__lte=version.label)
-        .prefetch_related("changed_purposes")
-        .order_by("label")
-    )
-    introduced = {p.pk for p in ctx.purposes if previous < p.introduced_in.label <= version.label}
-    changed = {p.pk for v in versions for p in v.changed_purposes.all()} - introduced
-    fresh_decision = (
-        any(v.material for v in versions) and subject.jurisdiction.material_change_requires_decision
-    )
-    subject.policy_version = version
-    _touch(subject, now, "policy_version")
-
-    changes, to_decide = [], []
-    for purpose in ctx.purposes:
-        if purpose.pk not in introduced | changed or not ctx.live(purpose):
-            continue
-        state = ctx.states.get(purpose.pk)
-        essential = ctx.mechanism(purpose) == Mechanism.ALWAYS_ON
-        if fresh_decision and not essential and not ctx.blocked(purpose):
-            to_decide.append(purpose)
-        explicit = state is not None and state.source in EXPLICIT_SOURCES
-        if explicit and not (fresh_decision and state is not None and state.granted):
-            continue  # an earlier explicit choice is kept (a refusal always is)
-        if state is not None and state.source == Source.GPC:
-            continue
-        granted, source = ctx.default(purpose)
-        if state is None or state.granted != granted or explicit:
-            changes.append(_Change(purpose, granted, source))
-
-    notice, created = PolicyNotice.objects.get_or_create(
-        subject=subject,
-        version=version,
-        defaults={"requires_decision": bool(to_decide), "created_at": now},
-    )
-    if to_decide and not created:
-        # Reached again after moving back to a jurisdiction behind on versions: the
-        # earlier notice (perhaps resolved, perhaps asking nothing) asks anew.
-        notice.requires_decision, notice.resolved_at, notice.created_at = True, None, now
-        notice.save(update_fields=["requires_decision", "resolved_at", "created_at"])
-    if to_decide:
-        notice.decision_purposes.add(*to_decide)
-    _write(ctx, changes, actor=actor, proof=Proof(notice_version=version), now=now)
-    return True
-
-
 @transaction.atomic
 def publish_version_to_jurisdiction(
     *, version: PolicyVersion, jurisdiction: Jurisdiction, actor: Actor = SYSTEM
@@ -521,21 +469,22 @@ def publish_version_to_jurisdiction(
     """Makes `version` live in one jurisdiction: new subjects start on it, and every
     existing subject there is carried to it. Returns how many subjects were reached.
 
-    A direct, subject-by-subject path for tests and staff; region-wide launches go
-    through rollouts.
+    The whole jurisdiction in one transaction, for tests and staff; region-wide
+    launches go through rollouts, which run the same step in batches.
     """
     if version.label > jurisdiction.current_policy_version.label:
         jurisdiction.current_policy_version = version
         jurisdiction.save(update_fields=["current_policy_version"])
-    reached = 0
-    now = timezone.now()
-    ids = Subject.objects.filter(
-        jurisdiction=jurisdiction, erased_at__isnull=True, policy_version__label__lt=version.label
-    ).values_list("pk", flat=True)
-    for pk in ids.iterator():
-        subject = Subject.objects.select_for_update().get(pk=pk)
-        reached += _reach(_context(subject), version, actor=actor, now=now)
-    return reached
+    result = reach.reach(
+        version=version,
+        jurisdiction_ids=[jurisdiction.pk],
+        lo=0,
+        hi=reach.MAX_ID,
+        now=timezone.now(),
+        actor_type=actor.type,
+        actor_id=actor.id,
+    )
+    return result.subjects
 
 
 @transaction.atomic

@@ -18,15 +18,17 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
 
-from consent import services
+from consent import rollouts, services, webhooks
 from consent.choices import Scope
 from consent.models import (
     ConsentEvent,
     DashboardLink,
     PolicyNotice,
+    Rollout,
     ServiceAccount,
     ServiceToken,
     Subject,
+    WebhookSubscription,
 )
 from tests.conftest import scopes_except
 from tests.factories import SubjectFactory, publish
@@ -65,10 +67,29 @@ def _newest_event(external_id: str) -> int:
     return ConsentEvent.objects.filter(subject__external_id=external_id).latest("id").pk
 
 
+def _own_subscription() -> int:
+    """A webhook subscription of "caller", the account the table's tokens belong to."""
+    account, _ = ServiceAccount.objects.get_or_create(name="caller")
+    return webhooks.subscribe(
+        name="crm", url="https://crm.example.com/hooks", events=["consent.changed"], account=account
+    ).pk
+
+
+def _rollout(*controls: str) -> int:
+    """The seeded 2025-06 rollout (scheduled, so start, pause and cancel are valid),
+    after the given controls (after "pause", resume is valid)."""
+    rollout = Rollout.objects.get(version__label="2025-06")
+    for control in controls:
+        getattr(rollouts, control)(rollout=rollout, actor="staff:tests")
+    return rollout.pk
+
+
 READ = Scope.CONSENT_READ.value
 WRITE = Scope.CONSENT_WRITE.value
 POLICY_READ = Scope.POLICY_READ.value
+POLICY_WRITE = Scope.POLICY_WRITE.value
 SUBJECT = "subjects/<str:external_id>"
+ROLLOUT = "rollouts/<int:rollout_id>"
 
 OPERATIONS = [
     Operation(
@@ -125,6 +146,61 @@ OPERATIONS = [
     Operation("GET", "purposes", POLICY_READ, 200, lambda: ("purposes", None)),
     Operation(
         "GET", "jurisdictions/<str:code>", POLICY_READ, 200, lambda: ("jurisdictions/DE", None)
+    ),
+    Operation("GET", "webhooks", READ, 200, lambda: ("webhooks", None)),
+    Operation(
+        "POST",
+        "webhooks",
+        READ,
+        201,
+        lambda: (
+            "webhooks",
+            {"name": "crm", "url": "https://crm.example.com/hooks", "events": ["consent.changed"]},
+        ),
+    ),
+    Operation(
+        "DELETE",
+        "webhooks/<int:subscription_id>",
+        READ,
+        204,
+        lambda: (f"webhooks/{_own_subscription()}", None),
+    ),
+    Operation("GET", "rollouts", POLICY_READ, 200, lambda: ("rollouts", None)),
+    Operation("GET", ROLLOUT, POLICY_READ, 200, lambda: (f"rollouts/{_rollout()}", None)),
+    Operation(
+        "POST",
+        f"{ROLLOUT}/dry-run",
+        POLICY_READ,
+        200,
+        lambda: (f"rollouts/{_rollout()}/dry-run", None),
+    ),
+    Operation(
+        "POST",
+        f"{ROLLOUT}/start",
+        POLICY_WRITE,
+        200,
+        lambda: (f"rollouts/{_rollout()}/start", None),
+    ),
+    Operation(
+        "POST",
+        f"{ROLLOUT}/pause",
+        POLICY_WRITE,
+        200,
+        lambda: (f"rollouts/{_rollout()}/pause", None),
+    ),
+    Operation(
+        "POST",
+        f"{ROLLOUT}/resume",
+        POLICY_WRITE,
+        200,
+        lambda: (f"rollouts/{_rollout('pause')}/resume", None),
+    ),
+    Operation(
+        "POST",
+        f"{ROLLOUT}/cancel",
+        POLICY_WRITE,
+        200,
+        lambda: (f"rollouts/{_rollout()}/cancel", None),
     ),
 ]
 
@@ -219,6 +295,7 @@ def _state() -> tuple[Any, ...]:
         ConsentEvent.objects.count(),
         DashboardLink.objects.count(),
         PolicyNotice.objects.filter(resolved_at__isnull=True).count(),
+        WebhookSubscription.objects.count(),
     )
 
 
