@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PROD_ENV := DEBUG=false SECRET_KEY=ci-only-$(shell head -c 32 /dev/urandom | sha256sum | cut -c1-50) \
 	ALLOWED_HOSTS=parley.example.com DATABASE_URL=sqlite:///var/deploy-check.sqlite3
 
-.PHONY: help venv run test lint typecheck checks ci lock clean bench-rollout
+.PHONY: help venv run test lint typecheck checks ci lock clean bench-rollout bench-rollout-quick
 
 help:
 	@echo "make run    - web server, Celery worker and beat with demo data (SQLite, no servers)"
@@ -61,6 +61,10 @@ ci: test lint typecheck checks
 
 bench-rollout: venv
 	$(PY) bench/rollout.py
+
+# The same on 2,000 subjects: keeps the benchmark from rotting (CI runs it; no thresholds).
+bench-rollout-quick: venv
+	BENCH_SUBJECTS=2000 BENCH_OUT=var/bench-quick.json $(PY) bench/rollout.py
 
 lock: venv
 	$(PY) -m pip install --quiet pip-tools

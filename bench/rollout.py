@@ -5,7 +5,7 @@ same changes made by hand-written SQL on the same rows.
     BENCH_SUBJECTS=20000 make bench-rollout
 
 Steps:
-1. A template database `parley_bench_tpl` holds the migrated schema and N subjects
+1. A template database `parley_bench_tpl_<N>` holds the migrated schema and N subjects
    in the jurisdictions of phase 1 of the `2025-06` rollout (US and its states, BR,
    IN, GB) with their baseline consents, generated set-based (generate_series). It is
    kept between runs and rebuilt only when N or the migrations change.
@@ -39,7 +39,9 @@ SUBJECTS = int(os.environ.get("BENCH_SUBJECTS", "1000000"))
 BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", "10000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 OUT = os.environ.get("BENCH_OUT", "bench-results.json")
-TEMPLATE, ENGINE_DB, FLOOR_DB = "parley_bench_tpl", "parley_bench_engine", "parley_bench_floor"
+# One template per size, so a quick run does not discard the large one.
+TEMPLATE = f"parley_bench_tpl_{SUBJECTS}"
+ENGINE_DB, FLOOR_DB = f"parley_bench_engine_{SUBJECTS}", f"parley_bench_floor_{SUBJECTS}"
 PHASE_VERSION = "2025-06"
 
 
@@ -171,10 +173,26 @@ def build_template() -> None:
     log(f"dataset generated in {time.perf_counter() - started:.1f} s")
 
 
+ONLY_PHASE_ONE = """
+UPDATE consent_rollout SET status = 'draft'
+WHERE version_id <> (SELECT id FROM consent_policyversion WHERE label = %(version)s);
+
+UPDATE consent_rolloutphase SET starts_at = '2999-01-01'
+WHERE position > 1 AND rollout_id IN (
+  SELECT r.id FROM consent_rollout r JOIN consent_policyversion v ON v.id = r.version_id
+  WHERE v.label = %(version)s)
+"""
+
+
 def fresh_copy(name: str) -> None:
+    """A copy of the template where only phase 1 of the measured version can run
+    (the seed plan's other phases are due too, and would start when it completes)."""
     with admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    with psycopg.connect(f"{PG}/{name}") as conn:
+        execute_script(conn, ONLY_PHASE_ONE, {"version": PHASE_VERSION})
+        conn.commit()
 
 
 # --- the engine ---------------------------------------------------------------------------

@@ -16,22 +16,13 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from consent import webhooks
+from consent.admin import ReadOnlyMixin
 from consent.choices import DeliveryStatus, WebhookEvent
 from consent.errors import InvalidValue
 from consent.models import OutboxMessage, WebhookDelivery, WebhookSubscription
 
-
-class _ReadOnly:
-    """Visible to whoever may view the model; nobody adds, changes or deletes."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+# consent.admin imports this module last, after ReadOnlyMixin is defined.
+_ReadOnly = ReadOnlyMixin
 
 
 def _checked(validate: Any, value: Any) -> Any:
