@@ -366,15 +366,15 @@ def unsubscribe(*, subscription_id: int, account: ServiceAccount | None) -> None
 # --- fan-out ------------------------------------------------------------------------------
 
 
-def _fan_out_lock() -> bool:
+def _fan_out_lock() -> None:
     # Two fan-outs in parallel could commit a subject's later message before its
-    # earlier one; one at a time keeps deliveries created in outbox order.
+    # earlier one; one at a time keeps deliveries created in outbox order. Waiting
+    # (for milliseconds) rather than giving up means a message committed while
+    # another fan-out runs is picked up by this one, not left for the next beat.
     if connection.vendor != "postgresql":
-        return True  # SQLite runs one write transaction at a time anyway
+        return  # SQLite runs one write transaction at a time anyway
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_FAN_OUT_LOCK])
-        row = cursor.fetchone()
-    return bool(row and row[0])
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_FAN_OUT_LOCK])
 
 
 def fan_out(*, batch_size: int = 1000, now: datetime | None = None) -> int:
@@ -382,12 +382,11 @@ def fan_out(*, batch_size: int = 1000, now: datetime | None = None) -> int:
     `batch_size` outbox messages, oldest first, and marks them fanned out.
 
     Idempotent: the unique (subscription, message) constraint drops repeats. Returns
-    how many messages were handled (0 also when another worker is fanning out).
+    how many messages were handled; fan-outs run one at a time.
     """
     now = now or timezone.now()
     with transaction.atomic():
-        if not _fan_out_lock():
-            return 0
+        _fan_out_lock()
         messages = list(
             OutboxMessage.objects.filter(fanned_out=False)
             .order_by("id")
