@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +51,7 @@ from tests.consent.test_rollouts import (
     only_ads_phase_one,
 )
 from tests.factories import TEST_ACTOR
+from tests.workers import start_worker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -152,35 +152,11 @@ def workers(worker_broker, tmp_path) -> Iterator[Callable[[], subprocess.Popen[b
     """start() runs a worker in its own process group and waits until it is ready;
     every worker started is stopped at the end, whatever happened."""
     started: list[subprocess.Popen[bytes]] = []
-    celery = Path(sys.executable).parent / "celery"
 
     def start() -> subprocess.Popen[bytes]:
         log_path = tmp_path / f"worker-{len(started)}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(  # noqa: S603 (our own worker, fixed arguments)
-                [
-                    str(celery),
-                    "-A",
-                    "config",
-                    "worker",
-                    "--pool=prefork",
-                    "--concurrency=2",
-                    "--loglevel=INFO",
-                    "-n",
-                    "rollout-test@%h",
-                ],
-                cwd=BASE_DIR,
-                env=_worker_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = start_worker(name="rollout-test", env=_worker_env(), log_path=log_path)
         started.append(process)
-        deadline = time.monotonic() + 60
-        while " ready." not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the worker did not start:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.1)
         return process
 
     try:

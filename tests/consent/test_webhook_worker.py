@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -39,6 +38,7 @@ from tests.consent.test_webhooks import (
     register,
     subscribe,
 )
+from tests.workers import start_worker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -110,35 +110,13 @@ def worker(broker, tmp_path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """start() runs a worker in its own process group and waits until it is ready;
     every worker started is stopped at the end, whatever happened."""
     started: list[subprocess.Popen[bytes]] = []
-    celery = Path(sys.executable).parent / "celery"
     log_path = tmp_path / "worker.log"
 
     def start() -> subprocess.Popen[bytes]:
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 (our own worker, fixed arguments)
-                [
-                    str(celery),
-                    "-A",
-                    "config",
-                    "worker",
-                    "--pool=prefork",
-                    "--concurrency=2",
-                    "--loglevel=INFO",
-                    "-n",
-                    "webhook-test@%h",
-                ],
-                cwd=BASE_DIR,
-                env=_worker_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = start_worker(
+            name="webhook-test", env=_worker_env(), log_path=log_path, timeout=DEADLINE
+        )
         started.append(process)
-        deadline = time.monotonic() + DEADLINE
-        while " ready." not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the worker did not start:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.1)
         return process
 
     try:
