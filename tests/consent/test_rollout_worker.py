@@ -16,20 +16,15 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-import redis
 from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
-from kombu import pools
 
-from config.celery import app as celery_app
 from consent import rollouts, rules, selectors, services
 from consent.choices import ActorType, BatchStatus, RolloutStatus, Source
 from consent.models import (
@@ -43,7 +38,6 @@ from consent.models import (
     RolloutPhase,
     Subject,
 )
-from tests.conftest import IN_CI
 from tests.consent.test_rollouts import (
     assert_one_notice_each,
     assert_states_follow_the_rules,
@@ -51,7 +45,13 @@ from tests.consent.test_rollouts import (
     only_ads_phase_one,
 )
 from tests.factories import TEST_ACTOR
-from tests.workers import start_worker
+from tests.workers import (
+    database_params,
+    database_url,
+    start_worker,
+    stop_worker,
+)
+from tests.workers import worker_broker as use_worker_broker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -69,82 +69,25 @@ AGES = [None, 12, 14, 15, 16, 17, 18, 25, 40, 70]
 # --- the broker and the worker ----------------------------------------------------------
 
 
-def _reset_broker_pools() -> None:
-    """Producers are pooled per broker URL: drop them so the next send reconnects."""
-    app: Any = celery_app  # the pools are private attributes, untyped
-    pools.reset()
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
 @pytest.fixture
 def worker_broker(settings, monkeypatch) -> Iterator[str]:
     """The test process and the worker share a Redis database of their own."""
-    client = redis.Redis.from_url(WORKER_BROKER, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if IN_CI:
-            raise
-        pytest.skip("Redis unreachable: a real worker needs it")
-    client.flushdb()
-    conf: Any = celery_app.conf
-    had_url = "broker_url" in conf.changes
-    old_url = conf.changes.get("broker_url")
-    settings.CELERY_BROKER_URL = WORKER_BROKER
-    settings.CELERY_TASK_ALWAYS_EAGER = False
     settings.ROLLOUT_BATCH_SIZE = BATCH_SIZE
     settings.ROLLOUT_BATCH_TIMEOUT = timedelta(seconds=5)
-    monkeypatch.setenv("CELERY_BROKER_URL", WORKER_BROKER)  # Celery reads it first
-    conf.broker_url = WORKER_BROKER
-    _reset_broker_pools()
-    try:
-        yield WORKER_BROKER
-    finally:
-        if had_url:
-            conf.broker_url = old_url
-        else:
-            del conf.changes["broker_url"]
-        _reset_broker_pools()
-        client.flushdb()
-        client.close()
-
-
-def _database() -> dict[str, Any]:
-    db = connection.settings_dict
-    return {
-        "dbname": db["NAME"],
-        "user": db["USER"] or "postgres",
-        "host": db["HOST"] or "127.0.0.1",
-        "port": int(db["PORT"] or 5432),
-        "password": db["PASSWORD"] or None,
-    }
+    with use_worker_broker(WORKER_BROKER, settings, monkeypatch) as url:
+        yield url
 
 
 def _worker_env() -> dict[str, str]:
-    db = _database()
-    auth = db["user"] + (f":{db['password']}" if db["password"] else "")
     return {
         **os.environ,
-        "DATABASE_URL": f"postgres://{auth}@{db['host']}:{db['port']}/{db['dbname']}",
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": WORKER_BROKER,
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "ROLLOUT_BATCH_SIZE": str(BATCH_SIZE),
         "ROLLOUT_BATCH_TIMEOUT_SECONDS": "5",
         "DEBUG": "true",
     }
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Warm shutdown, then SIGKILL for the whole process group (the pool's children)."""
-    if process.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=20)
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -163,7 +106,7 @@ def workers(worker_broker, tmp_path) -> Iterator[Callable[[], subprocess.Popen[b
         yield start
     finally:
         for process in started:
-            _stop(process)
+            stop_worker(process)
 
 
 # --- data and observation -------------------------------------------------------------------
@@ -369,7 +312,7 @@ def test_a_worker_killed_mid_phase_is_replaced_and_the_phase_completes_once(work
     # One subject in the 3rd and one in the 4th batch are held by another transaction,
     # so each pool process is stuck inside a batch when the worker is killed.
     hostages = [ranks[2 * BATCH_SIZE + 7], ranks[3 * BATCH_SIZE + 7]]
-    holder = psycopg.connect(**_database())
+    holder = psycopg.connect(**database_params())
     try:
         holder.execute("SELECT id FROM consent_subject WHERE id = ANY(%s) FOR UPDATE", [hostages])
         worker = workers()

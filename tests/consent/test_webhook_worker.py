@@ -19,16 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from django.db.models import Max
 
-from config.celery import app as celery_app
 from consent import webhooks
 from consent.choices import DeliveryStatus
 from consent.models import OutboxMessage, WebhookDelivery
 from consent.webhook_tasks import deliver_webhooks
-from tests.conftest import IN_CI
-from tests.consent.test_rollout_worker import _database, _reset_broker_pools, _stop
 from tests.consent.test_webhooks import (
     CHANGED,
     Receiver,
@@ -38,7 +34,8 @@ from tests.consent.test_webhooks import (
     register,
     subscribe,
 )
-from tests.workers import start_worker
+from tests.workers import database_url, start_worker, stop_worker
+from tests.workers import worker_broker as use_worker_broker
 
 pytestmark = [
     pytest.mark.postgres,
@@ -59,41 +56,14 @@ SUBJECTS = ("alice", "bob", "carol", "dave")
 @pytest.fixture
 def broker(settings, monkeypatch) -> Iterator[str]:
     """The test process and the worker share Redis database 9, emptied before and after."""
-    client = redis.Redis.from_url(WORKER_BROKER, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError:
-        if IN_CI:
-            raise
-        pytest.skip("Redis unreachable: a real worker needs it")
-    client.flushdb()
-    conf: Any = celery_app.conf
-    had_url = "broker_url" in conf.changes
-    old_url = conf.changes.get("broker_url")
-    settings.CELERY_BROKER_URL = WORKER_BROKER
-    settings.CELERY_TASK_ALWAYS_EAGER = False
-    monkeypatch.setenv("CELERY_BROKER_URL", WORKER_BROKER)  # Celery reads it first
-    conf.broker_url = WORKER_BROKER
-    _reset_broker_pools()
-    assert not conf.task_always_eager
-    try:
-        yield WORKER_BROKER
-    finally:
-        if had_url:
-            conf.broker_url = old_url
-        else:
-            del conf.changes["broker_url"]
-        _reset_broker_pools()
-        client.flushdb()
-        client.close()
+    with use_worker_broker(WORKER_BROKER, settings, monkeypatch) as url:
+        yield url
 
 
 def _worker_env() -> dict[str, str]:
-    db = _database()
-    auth = db["user"] + (f":{db['password']}" if db["password"] else "")
     return {
         **os.environ,
-        "DATABASE_URL": f"postgres://{auth}@{db['host']}:{db['port']}/{db['dbname']}",
+        "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": WORKER_BROKER,
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "WEBHOOK_BACKOFF_BASE_SECONDS": "1",
@@ -123,7 +93,7 @@ def worker(broker, tmp_path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
         yield start
     finally:
         for process in started:
-            _stop(process)
+            stop_worker(process)
 
 
 @pytest.fixture

@@ -65,7 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass
+        """Silent: the receiver records requests itself instead of logging them."""
 
 
 class _Server(ThreadingHTTPServer):
