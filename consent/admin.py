@@ -108,6 +108,19 @@ class PolicyVersionAdmin(admin.ModelAdmin):
     filter_horizontal = ["changed_purposes"]
     search_fields = ["label", "title"]
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A published version is part of the record (the database refuses it too).
+        if obj is not None and obj.published_at is not None:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # One draft at a time, through its own page: the bulk action would not see
+        # which of the selected versions are published.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
 
 class JurisdictionRuleInline(admin.TabularInline):
     model = JurisdictionRule

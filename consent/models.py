@@ -181,7 +181,13 @@ class JurisdictionRule(models.Model):
 
 
 class Subject(models.Model):
-    """A platform user as Parley knows them."""
+    """A platform user as Parley knows them.
+
+    Never deleted: erasure keeps a tombstone, and on PostgreSQL a trigger refuses
+    DELETE (migration 0007). The table is stored with fillfactor 50 so that a
+    rollout's update of every subject's version stays on the same page (a HOT update
+    touches none of the indexes).
+    """
 
     external_id = models.CharField(max_length=64, unique=True)
     country = models.CharField(max_length=2)
@@ -192,7 +198,11 @@ class Subject(models.Model):
         Jurisdiction, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     policy_version = models.ForeignKey(
-        PolicyVersion, on_delete=models.PROTECT, related_name="+", db_index=False
+        PolicyVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,
@@ -215,10 +225,24 @@ class Subject(models.Model):
 
 
 class PolicyNotice(models.Model):
-    """A policy version shown to a subject until they decide or acknowledge."""
+    """A policy version shown to a subject until they decide or acknowledge.
 
-    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="notices")
-    version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="notices")
+    Written for every subject a rollout reaches, so its references carry no
+    database-level foreign key: subjects and published versions cannot be deleted
+    (triggers, migration 0007), and the ORM's PROTECT/CASCADE still apply.
+    """
+
+    # The unique (subject, version) constraint is the index for the subject's notices.
+    subject = models.ForeignKey(
+        Subject,
+        on_delete=models.CASCADE,
+        related_name="notices",
+        db_index=False,
+        db_constraint=False,
+    )
+    version = models.ForeignKey(
+        PolicyVersion, on_delete=models.PROTECT, related_name="notices", db_constraint=False
+    )
     requires_decision = models.BooleanField(default=False)
     previous_version = models.ForeignKey(
         PolicyVersion,
@@ -227,6 +251,7 @@ class PolicyNotice(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         db_index=False,
+        db_constraint=False,
         help_text="The version the subject was on before; a rollback returns them to it.",
     )
     decision_purposes = models.ManyToManyField(Purpose, blank=True, related_name="+")
@@ -248,13 +273,18 @@ class ConsentEvent(models.Model):
     The busiest table: it is only appended to and read by subject, newest first, so it
     carries that one index (`event_subject_newest`) and none per foreign key — every
     extra index is paid on each of the millions of rows a rollout writes. For the same
-    reason only `subject` is a database-level foreign key; the references to reference
-    data (purposes, versions, jurisdictions, phases), which are never deleted once
-    used, are guarded by PROTECT in the ORM instead of a per-row check at commit.
+    reason no reference is a database-level foreign key (a per-row check at commit
+    cost a rollout half its time): what it references is never deleted — subjects and
+    published versions are protected by triggers (migration 0007), reference data by
+    PROTECT in the ORM — and every writer takes the ids from rows it has just read.
     """
 
     subject = models.ForeignKey(
-        Subject, on_delete=models.PROTECT, related_name="events", db_index=False
+        Subject,
+        on_delete=models.PROTECT,
+        related_name="events",
+        db_index=False,
+        db_constraint=False,
     )
     purpose = models.ForeignKey(
         Purpose, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
@@ -314,12 +344,17 @@ class ConsentState(models.Model):
     """The current decision per (subject, purpose); written with its event.
 
     Read and upserted by (subject, purpose) only: the unique constraint is its index.
-    Subject and event are database-level foreign keys (no state without its event);
-    purpose and version are guarded by PROTECT, as on ConsentEvent.
+    Like ConsentEvent it has no database-level foreign keys: its subject is never
+    deleted, its event is append-only, and it is written in the same statement or
+    transaction as that event.
     """
 
     subject = models.ForeignKey(
-        Subject, on_delete=models.CASCADE, related_name="states", db_index=False
+        Subject,
+        on_delete=models.CASCADE,
+        related_name="states",
+        db_index=False,
+        db_constraint=False,
     )
     purpose = models.ForeignKey(
         Purpose, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
@@ -334,7 +369,11 @@ class ConsentState(models.Model):
         db_constraint=False,
     )
     event = models.ForeignKey(
-        ConsentEvent, on_delete=models.PROTECT, related_name="+", db_index=False
+        ConsentEvent,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     updated_at = models.DateTimeField()
 

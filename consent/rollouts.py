@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from consent import reach, webhooks
+from consent import reach, services, webhooks
 from consent.choices import BatchStatus, RolloutStatus, Source
 from consent.errors import Conflict
 from consent.models import (
@@ -141,6 +141,7 @@ def start_phase(*, phase_id: int, actor: str) -> RolloutPhase:
         pk__in=jurisdiction_ids, current_policy_version__label__lt=version.label
     ).update(current_policy_version=version)
     now = timezone.now()
+    services.mark_published(version, now)
     ranges = _boundaries(jurisdiction_ids, settings.ROLLOUT_BATCH_SIZE)
     batches = RolloutBatch.objects.bulk_create(
         [

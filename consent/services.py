@@ -475,6 +475,7 @@ def publish_version_to_jurisdiction(
     if version.label > jurisdiction.current_policy_version.label:
         jurisdiction.current_policy_version = version
         jurisdiction.save(update_fields=["current_policy_version"])
+    mark_published(version, timezone.now())
     result = reach.reach(
         version=version,
         jurisdiction_ids=[jurisdiction.pk],
@@ -485,6 +486,16 @@ def publish_version_to_jurisdiction(
         actor_id=actor.id,
     )
     return result.subjects
+
+
+def mark_published(version: PolicyVersion, now: datetime) -> None:
+    """A version live anywhere is part of the record: from then on it cannot be
+    deleted (the ORM's PROTECT, and a trigger on PostgreSQL) nor relabelled."""
+    if version.published_at is None:
+        version.published_at = now
+        PolicyVersion.objects.filter(pk=version.pk, published_at__isnull=True).update(
+            published_at=now
+        )
 
 
 @transaction.atomic

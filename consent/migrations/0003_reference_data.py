@@ -979,6 +979,9 @@ def unload(apps, schema_editor):
     ).delete()
     Jurisdiction.objects.filter(code__in=codes).delete()
     Purpose.objects.filter(key__in=purpose_keys).delete()
+    # A published version refuses DELETE in the database (migration 0007); unloading
+    # the reference data is the deliberate exception, still guarded by PROTECT above.
+    PolicyVersion.objects.filter(label__in=labels).update(published_at=None)
     PolicyVersion.objects.filter(label__in=labels).delete()
     MetadataCategory.objects.filter(key__in=category_keys).delete()
 

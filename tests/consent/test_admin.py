@@ -649,6 +649,22 @@ def test_a_live_policy_versions_label_cannot_change(pat: Client) -> None:
     assert PolicyVersion.objects.filter(label="2024-01").exists()
 
 
+def test_a_published_version_offers_no_delete_but_a_draft_does() -> None:
+    admin_client = logged_in(User.objects.create_superuser("root-admin", password="pw-tests"))
+    published = PolicyVersion.objects.get(label="2025-06")
+    draft = PolicyVersion.objects.create(label="2031-01", title="Draft")
+
+    refused = admin_client.get(f"/admin/consent/policyversion/{published.pk}/delete/")
+    assert refused.status_code == 403
+    changelist = admin_client.get("/admin/consent/policyversion/")
+    assert "delete_selected" not in changelist.content.decode()
+
+    deleted = admin_client.post(f"/admin/consent/policyversion/{draft.pk}/delete/", {"post": "yes"})
+    assert deleted.status_code == 302
+    assert not PolicyVersion.objects.filter(label="2031-01").exists()
+    assert PolicyVersion.objects.filter(pk=published.pk).exists()
+
+
 def test_a_purpose_becomes_essential_only_with_always_on_everywhere(pat: Client) -> None:
     analytics = Purpose.objects.get(key="analytics")
     path = f"/admin/consent/purpose/{analytics.pk}/change/"

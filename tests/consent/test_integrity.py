@@ -10,7 +10,7 @@ from django.db import IntegrityError, connection, transaction
 from consent import services
 from consent.choices import ActorType, Source
 from consent.errors import AlreadyExists
-from consent.models import ConsentEvent, ConsentState, Subject
+from consent.models import ConsentEvent, ConsentState, Jurisdiction, PolicyVersion, Subject
 from tests.factories import TEST_ACTOR, SubjectFactory
 
 pytestmark = pytest.mark.postgres
@@ -60,6 +60,48 @@ def test_consent_events_refuse_an_orm_update():
         ConsentEvent.objects.filter(subject=subject).update(source=Source.STAFF)
 
     assert snapshot() == before
+
+
+# --- what the rollout tables reference cannot be deleted ----------------------------------
+
+
+@pytest.mark.django_db
+def test_subjects_are_never_deleted_in_sql():
+    subject = SubjectFactory.create(country="DE")
+    with pytest.raises(IntegrityError) as excinfo, transaction.atomic(), connection.cursor() as cur:
+        cur.execute("DELETE FROM consent_subject WHERE id = %s", [subject.pk])
+    assert isinstance(excinfo.value.__cause__, psycopg.errors.RestrictViolation)
+    assert "never deleted" in str(excinfo.value)
+    assert Subject.objects.filter(pk=subject.pk).exists()
+    assert ConsentEvent.objects.filter(subject=subject).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_published_version_cannot_be_deleted_in_sql_but_a_draft_can():
+    published = PolicyVersion.objects.get(label="2024-01")
+    draft = PolicyVersion.objects.create(label="2031-01", title="Draft")
+    with pytest.raises(IntegrityError) as excinfo, transaction.atomic(), connection.cursor() as cur:
+        cur.execute("DELETE FROM consent_policyversion WHERE id = %s", [published.pk])
+    assert "2024-01 is published" in str(excinfo.value)
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM consent_policyversion WHERE id = %s", [draft.pk])
+    assert list(PolicyVersion.objects.filter(label__in=["2024-01", "2031-01"])) == [published]
+
+
+@pytest.mark.django_db
+def test_publishing_a_version_marks_it_published():
+    version = PolicyVersion.objects.create(label="2031-01", title="Next")
+    services.publish_version_to_jurisdiction(
+        version=version, jurisdiction=Jurisdiction.objects.get(code="FR")
+    )
+    version.refresh_from_db()
+    assert version.published_at is not None
+    first = version.published_at
+    services.publish_version_to_jurisdiction(
+        version=version, jurisdiction=Jurisdiction.objects.get(code="DE")
+    )
+    version.refresh_from_db()
+    assert version.published_at == first
 
 
 # --- concurrency -----------------------------------------------------------------------------

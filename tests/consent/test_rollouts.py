@@ -837,6 +837,17 @@ def test_start_now_starts_the_next_phase_whatever_its_date(settle):
             control(rollout=ads(), actor=STAFF)
 
 
+def test_starting_a_phase_marks_its_version_published(settle):
+    park(linked())
+    postpone(*ads().phases.all())
+    PolicyVersion.objects.filter(pk=ads().version_id).update(published_at=None)
+
+    with settle():
+        rollouts.start_now(rollout=ads(), actor=STAFF)
+
+    assert refreshed(ads().version).published_at is not None
+
+
 def test_start_phase_refuses_a_phase_that_is_not_scheduled():
     first = only_ads_phase_one()
     rollouts.start_phase(phase_id=first.pk, actor=STAFF)
