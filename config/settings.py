@@ -188,6 +188,10 @@ SPECTACULAR_SETTINGS = {
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24))
 DASHBOARD_LINK_TTL = timedelta(minutes=env.int("DASHBOARD_LINK_TTL_MINUTES", default=5))
 
+# --- Ads ------------------------------------------------------------------------
+# Signals older than this are deleted (and the features recomputed) by a periodic task.
+SIGNAL_RETENTION = timedelta(days=env.int("SIGNAL_RETENTION_DAYS", default=90))
+
 # --- Celery ---------------------------------------------------------------------
 CELERY_BROKER_URL: str = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -226,6 +230,10 @@ CELERY_BEAT_SCHEDULE |= {
     "purge-webhooks": {
         "task": "consent.webhook_tasks.purge_webhooks",
         "schedule": crontab(hour=3, minute=17),
+    },
+    "purge-signals": {
+        "task": "ads.tasks.purge_signals",
+        "schedule": crontab(minute=41),
     },
 }
 # Webhooks: retries back off exponentially from BASE to MAX seconds, then give up.

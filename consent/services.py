@@ -354,6 +354,18 @@ def update_subject(
     return subject
 
 
+# Other apps' data about a subject, erased in the erasure's transaction. `consent`
+# imports no other app: they register here when Django starts (their AppConfig.ready).
+ErasureHook = Callable[[Subject], None]
+_erasure_hooks: list[ErasureHook] = []
+
+
+def register_erasure_hook(hook: ErasureHook) -> None:
+    """`hook(subject)` runs inside every erasure, before the subject is anonymised."""
+    if hook not in _erasure_hooks:
+        _erasure_hooks.append(hook)
+
+
 @transaction.atomic
 def erase_subject(*, external_id: str, actor: Actor) -> None:
     """Erasure: every purpose is withdrawn with an `erasure` event and the subject
@@ -362,7 +374,8 @@ def erase_subject(*, external_id: str, actor: Actor) -> None:
     The events stay (they prove what was decided and are append-only), but nothing
     ties them to the person any more: the external id is replaced by a random one,
     the birth year, subdivision and web login are removed, and pending notices and
-    sign-in links are deleted.
+    sign-in links are deleted, with what other apps hold (their erasure hooks: the
+    ads app's signals, features and ad history).
     """
     subject = _lock_subject(external_id)
     ctx = _context(subject)
@@ -375,6 +388,8 @@ def erase_subject(*, external_id: str, actor: Actor) -> None:
         now=now,
     )
     webhooks.enqueue_subject_erased(subject_pk=subject.pk, external_id=external_id, erased_at=now)
+    for hook in _erasure_hooks:
+        hook(subject)
     PolicyNotice.objects.filter(subject=subject).delete()
     DashboardLink.objects.filter(subject=subject).delete()
     user = subject.user

@@ -6,6 +6,9 @@ Personas are services holding tokens with different scopes:
 - the ad server (consent:read only), which asks whether it may use data;
 - the policy tool (policy:read, policy:write);
 - an outsider with a revoked token.
+
+Staff personas are admin users put in their group by name, never superusers: Pat
+(policy staff), Sam (support) and Bo (billing ops).
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import os
 from collections.abc import Callable, Iterable
 
 import pytest
+from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from consent import services
@@ -85,3 +90,36 @@ def scopes_except(*keep: str) -> Iterable[str]:
     from consent.choices import Scope
 
     return [s for s in Scope.values if s not in keep]
+
+
+# --- staff personas (the admin) ---------------------------------------------------------
+
+POLICY_STAFF, SUPPORT, BILLING_OPS = "Policy staff", "Support", "Billing ops"
+
+
+def staff_member(username: str, group: str | None) -> User:
+    user = User.objects.create_user(username, password="pw-for-tests-only", is_staff=True)
+    if group is not None:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def pat(db: None) -> Client:
+    return logged_in(staff_member("policy-pat", POLICY_STAFF))
+
+
+@pytest.fixture
+def sam(db: None) -> Client:
+    return logged_in(staff_member("support-sam", SUPPORT))
+
+
+@pytest.fixture
+def bo(db: None) -> Client:
+    return logged_in(staff_member("billing-bo", BILLING_OPS))

@@ -10,14 +10,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from rest_framework.response import Response
 from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
 
+from ads import decisions
+from ads.choices import CampaignStatus, Placement, Pricing
+from ads.models import Ad, AdDecision, AdEvent, Advertiser, Campaign, Signal
 from consent import rollouts, services, webhooks
 from consent.choices import Scope
 from consent.models import (
@@ -84,10 +90,36 @@ def _rollout(*controls: str) -> int:
     return rollout.pk
 
 
+def _served_decision() -> str:
+    """A decision that served an ad, for reporting its impression."""
+    external_id = _with_pending_notice()
+    campaign = Campaign.objects.create(
+        advertiser=Advertiser.objects.create(name="Lumen", country="US"),
+        name="Autumn",
+        placement=Placement.STATUS,
+        status=CampaignStatus.ACTIVE,
+        starts_at=timezone.now() - timedelta(days=1),
+        pricing=Pricing.CPM,
+        bid=Decimal("4"),
+        daily_budget=Decimal("10"),
+        total_budget=Decimal("100"),
+    )
+    Ad.objects.create(campaign=campaign, headline="Autumn", body="Blend", call_to_action="Shop")
+    decision = decisions.decide(
+        external_id=external_id,
+        placement=Placement.STATUS,
+        context={"country": "US", "language": "en"},
+    )
+    assert decision.ad is not None
+    return str(decision.pk)
+
+
 READ = Scope.CONSENT_READ.value
 WRITE = Scope.CONSENT_WRITE.value
 POLICY_READ = Scope.POLICY_READ.value
 POLICY_WRITE = Scope.POLICY_WRITE.value
+ADS_DECIDE = Scope.ADS_DECIDE.value
+SIGNALS_WRITE = Scope.SIGNALS_WRITE.value
 SUBJECT = "subjects/<str:external_id>"
 ROLLOUT = "rollouts/<int:rollout_id>"
 
@@ -202,6 +234,45 @@ OPERATIONS = [
         200,
         lambda: (f"rollouts/{_rollout()}/cancel", None),
     ),
+    Operation(
+        "POST",
+        "signals",
+        SIGNALS_WRITE,
+        200,
+        lambda: (
+            "signals",
+            {
+                "events": [
+                    {
+                        "type": "app_session",
+                        "subject": _with_pending_notice(),
+                        "occurred_at": timezone.now().isoformat(),
+                    }
+                ]
+            },
+        ),
+    ),
+    Operation(
+        "POST",
+        "ads/decisions",
+        ADS_DECIDE,
+        200,
+        lambda: (
+            "ads/decisions",
+            {
+                "subject": _subject(),
+                "placement": "status",
+                "context": {"country": "DE", "language": "de"},
+            },
+        ),
+    ),
+    Operation(
+        "POST",
+        "ads/events",
+        ADS_DECIDE,
+        201,
+        lambda: ("ads/events", {"decision_id": _served_decision(), "type": "impression"}),
+    ),
 ]
 
 
@@ -296,6 +367,9 @@ def _state() -> tuple[Any, ...]:
         DashboardLink.objects.count(),
         PolicyNotice.objects.filter(resolved_at__isnull=True).count(),
         WebhookSubscription.objects.count(),
+        AdDecision.objects.count(),
+        AdEvent.objects.count(),
+        Signal.objects.count(),
     )
 
 

@@ -1,4 +1,6 @@
-"""python manage.py seed_demo: demo subjects, a staff login and a demo API token.
+"""python manage.py seed_demo: demo subjects, a staff login and a demo API token, then
+every other app's demo data (each app's `seed_demo_<app>` command: advertisers and
+campaigns from `ads`, accounts from `billing`).
 
 Safe to run again: what exists is left as it is, except that the demo API token is
 replaced by a fresh one (printed) each time.
@@ -10,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
@@ -43,6 +46,8 @@ DEMO_SCOPES = [
     Scope.CONSENT_READ,
     Scope.CONSENT_WRITE,
     Scope.POLICY_READ,
+    Scope.SIGNALS_WRITE,
+    Scope.ADS_DECIDE,
 ]
 
 
@@ -69,6 +74,10 @@ class Command(BaseCommand):
             f"Demo subjects log in as their id (e.g. demo-de-anna) / {DEMO_PASSWORD}"
         )
         self.stdout.write(f"Demo API token ({', '.join(DEMO_SCOPES)}): {raw}")
+        # The other apps seed their own data; found by name, so consent imports none.
+        for name in sorted(get_commands()):
+            if name.startswith("seed_demo_"):
+                call_command(name, force=options["force"], stdout=self.stdout, stderr=self.stderr)
 
     def _subjects(self) -> int:
         user_model = get_user_model()

@@ -1,0 +1,603 @@
+"""Ad decisions and the impressions and clicks reported for them.
+
+A decision runs in a fixed order, and the order is what keeps it honest:
+
+1. who: the subject (unknown or erased → no ad, `unknown_subject`);
+2. live: before the policy version that introduces `ads_personalization` has reached
+   the subject, no ad at all (`not_live`);
+3. consent: the purposes ads use are checked through `consent.selectors`, and
+   `allowed_features` builds the one immutable view of the subject that the rest may
+   see. Every feature whose purpose is not allowed is left out of it here, *before*
+   targeting; without `ads_personalization` only the request's own context (country,
+   language) is in it;
+4. eligibility: campaigns that are active, scheduled now, for the placement, within
+   their total and daily budgets, under the subject's frequency cap, with an active ad,
+   of an advertiser the subject has not hidden (`eligible_campaigns`);
+5. targeting and ranking (`choose`): sees only the candidates and the allowed
+   features — never the subject, their features row or a consent object;
+6. the decision is logged with the features and purposes it used.
+
+Events (`record_event`) are idempotent per decision and type, charge the campaign
+under its row lock, and a click on a click-to-chat ad opens the 72-hour free-entry
+window that billing honours (`open_chat_window`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+
+from django.db import transaction
+from django.db.models import (
+    Count,
+    DecimalField,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from ads.choices import (
+    AGE_BANDS,
+    FEATURE_TIES,
+    PERSONALIZATION,
+    AdEventType,
+    CampaignStatus,
+    DecisionReason,
+    Feature,
+    Placement,
+    Pricing,
+)
+from ads.models import (
+    Ad,
+    AdDecision,
+    AdEvent,
+    Campaign,
+    CampaignDay,
+    ChatEntryWindow,
+    HiddenAdvertiser,
+    SubjectFeatures,
+)
+from consent import rules, selectors
+from consent.errors import Conflict, InvalidValue, NotFound
+from consent.models import Purpose, Subject
+
+# The purposes a decision may need: personalisation at all, and each feature's tie.
+AD_PURPOSES: tuple[str, ...] = tuple(
+    sorted({PERSONALIZATION, *(purpose for _, purpose in FEATURE_TIES.values())})
+)
+
+# Ranking: the expected click rate of a CPC ad, and the modest lift when the subject
+# has clicked the same advertiser before (known only if ad interactions are allowed).
+BASE_CTR = Decimal("0.01")
+CLICKED_BEFORE_CTR = Decimal("0.015")
+THOUSAND = Decimal(1000)
+
+# A click-to-chat click makes messages with the business free for this long.
+CHAT_WINDOW = timedelta(hours=72)
+# Devices' clocks drift: an event may claim a time slightly outside what is possible.
+CLOCK_SKEW = timedelta(minutes=5)
+
+MONEY_FIELD: DecimalField[Decimal, Decimal] = DecimalField(max_digits=14, decimal_places=4)
+
+
+# --- what targeting may see -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """The coarse context the requesting service sends: not profiling, always usable."""
+
+    country: str
+    language: str
+
+    def as_log(self) -> dict[str, str]:
+        return {"country": self.country, "language": self.language}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What Parley holds about a subject that targeting could use, before consent."""
+
+    country: str
+    city: str
+    language: str
+    age_band: str | None
+    channel_topics: frozenset[str]
+    clicked_advertisers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AllowedFeatures:
+    """The only view of a subject that targeting and ranking get: feature → values,
+    each feature already cleared by consent, and the purpose that cleared it.
+
+    Built only by `allowed_features`; immutable, so nothing downstream can add to it.
+    Values are case-folded (rules are matched case-insensitively).
+    """
+
+    values: Mapping[str, frozenset[str]]
+    purposes: Mapping[str, str]  # feature → purpose; context-only features have none
+    personalized: bool
+
+    def of(self, feature: str) -> frozenset[str]:
+        return self.values.get(feature, frozenset())
+
+    def as_log(self) -> dict[str, list[str]]:
+        return {feature: sorted(values) for feature, values in sorted(self.values.items())}
+
+    def purposes_used(self) -> list[str]:
+        return sorted(set(self.purposes.values()))
+
+
+def age_band(age: int | None) -> str | None:
+    """The advertiser-facing band of an age (`AGE_BANDS`); none below 13 or if unknown."""
+    if age is None or age < 13:
+        return None
+    for band in AGE_BANDS:
+        low, _, high = band.partition("-")
+        if high == "":  # "65+"
+            return band
+        if int(low) <= age <= int(high):
+            return band
+    return None
+
+
+def language_values(tag: str) -> frozenset[str]:
+    """A BCP 47 tag and its primary language, so a rule on `pt` matches `pt-BR`."""
+    folded = tag.strip().casefold()
+    if not folded:
+        return frozenset()
+    return frozenset({folded, folded.split("-", 1)[0]})
+
+
+def profile_of(*, subject: Subject, features: SubjectFeatures | None, on: date) -> Profile:
+    """The subject's raw profile (registration data plus what signals derived)."""
+    topics = frozenset(
+        topic.casefold()
+        for topic, weight in (features.channel_topics if features else {}).items()
+        if weight > 0
+    )
+    clicked = frozenset(
+        str(advertiser_id)
+        for advertiser_id, counts in (features.ad_interactions if features else {}).items()
+        if counts.get("clicks", 0) > 0
+    )
+    return Profile(
+        country=subject.country,
+        city=features.city if features else "",
+        language=subject.language,
+        age_band=age_band(rules.lowest_age(subject.birth_year, on)),
+        channel_topics=topics,
+        clicked_advertisers=clicked,
+    )
+
+
+def allowed_features(
+    *, context: RequestContext, profile: Profile | None, allowed_purposes: Iterable[str]
+) -> AllowedFeatures:
+    """Removes every feature whose purpose is not allowed, before anything targets.
+
+    The request context (country, language) is always usable. The profile is used only
+    when `ads_personalization` is allowed, and then each of its features only if the
+    purpose tied to it (`FEATURE_TIES`) is allowed too.
+    """
+    allowed = frozenset(allowed_purposes)
+    values: dict[str, set[str]] = {}
+    if context.country:
+        values[Feature.COUNTRY] = {context.country.casefold()}
+    if context.language:
+        values[Feature.LANGUAGE] = set(language_values(context.language))
+    purposes: dict[str, str] = {}
+    personalized = profile is not None and PERSONALIZATION in allowed
+    if profile is not None and personalized:
+        from_profile: dict[str, frozenset[str]] = {
+            Feature.COUNTRY: frozenset({profile.country.casefold()} - {""}),
+            Feature.CITY: frozenset({profile.city.strip().casefold()} - {""}),
+            Feature.LANGUAGE: language_values(profile.language),
+            Feature.AGE_BAND: frozenset({profile.age_band} if profile.age_band else ()),
+            Feature.CHANNEL_TOPIC: profile.channel_topics,
+            Feature.AD_INTERACTION: profile.clicked_advertisers,
+        }
+        for feature, found in from_profile.items():
+            _, purpose = FEATURE_TIES[feature]
+            if purpose not in allowed or not found:
+                continue
+            values.setdefault(feature, set()).update(found)
+            purposes[feature] = purpose
+    return AllowedFeatures(
+        values=MappingProxyType({f: frozenset(v) for f, v in values.items()}),
+        purposes=MappingProxyType(purposes),
+        personalized=personalized,
+    )
+
+
+def contextual_features(context: RequestContext) -> AllowedFeatures:
+    return allowed_features(context=context, profile=None, allowed_purposes=())
+
+
+# --- candidates, targeting and ranking ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    feature: str
+    values: frozenset[str]  # case-folded
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An eligible campaign as targeting sees it: no subject data in here."""
+
+    campaign_id: int
+    advertiser_id: int
+    pricing: str
+    bid: Decimal
+    rules: tuple[Rule, ...]
+    ad_id: int
+
+
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate
+    score: Decimal
+
+
+def unit_price(*, pricing: str, bid: Decimal) -> Decimal:
+    """What one billable unit costs: an impression on CPM, a click on CPC."""
+    return bid / THOUSAND if pricing == Pricing.CPM else bid
+
+
+def event_price(*, pricing: str, bid: Decimal, type: str) -> Decimal:
+    """CPM campaigns pay for impressions, CPC campaigns for clicks; nothing else costs."""
+    if (pricing, type) in ((Pricing.CPM, AdEventType.IMPRESSION), (Pricing.CPC, AdEventType.CLICK)):
+        return unit_price(pricing=pricing, bid=bid)
+    return Decimal(0)
+
+
+def matches(candidate: Candidate, features: AllowedFeatures) -> bool:
+    """Every rule must match; a rule on a feature consent removed cannot match."""
+    return all(rule.values & features.of(rule.feature) for rule in candidate.rules)
+
+
+def score(candidate: Candidate, features: AllowedFeatures) -> Decimal:
+    """Expected revenue of one impression: CPM bid/1000; CPC bid * expected click rate."""
+    if candidate.pricing == Pricing.CPM:
+        return candidate.bid / THOUSAND
+    clicked_before = str(candidate.advertiser_id) in features.of(Feature.AD_INTERACTION)
+    return candidate.bid * (CLICKED_BEFORE_CTR if clicked_before else BASE_CTR)
+
+
+def choose(*, candidates: Sequence[Candidate], features: AllowedFeatures) -> Choice | None:
+    """The best matching candidate: highest score, ties to the oldest campaign (lowest id)."""
+    scored = [Choice(c, score(c, features)) for c in candidates if matches(c, features)]
+    if not scored:
+        return None
+    return min(scored, key=lambda choice: (-choice.score, choice.candidate.campaign_id))
+
+
+def day_bounds(now: datetime) -> tuple[date, datetime, datetime]:
+    """The UTC day of `now`, with its start and end."""
+    day = now.astimezone(UTC).date()
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    return day, start, start + timedelta(days=1)
+
+
+def eligible_campaigns(*, subject_id: int, placement: str, now: datetime) -> list[Campaign]:
+    """Campaigns that may serve this subject now, regardless of targeting.
+
+    Active, scheduled now, for the placement, of an advertiser the subject has not
+    hidden, under the subject's frequency cap today, with an active ad, and able to pay
+    one more unit within both the total and today's budget. Three queries (campaigns,
+    their rules, their active ads) however many campaigns there are.
+    """
+    day, day_start, day_end = day_bounds(now)
+    hidden = HiddenAdvertiser.objects.filter(subject_id=subject_id).values("advertiser_id")
+    spent_today = CampaignDay.objects.filter(campaign_id=OuterRef("pk"), day=day).values("spent")
+    impressions_today = (
+        AdEvent.objects.filter(
+            type=AdEventType.IMPRESSION,
+            decision__subject_id=subject_id,
+            decision__campaign_id=OuterRef("pk"),
+            decision__created_at__gte=day_start,
+            decision__created_at__lt=day_end,
+        )
+        .values("decision__campaign_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    campaigns = (
+        Campaign.objects.filter(
+            status=CampaignStatus.ACTIVE,
+            placement=placement,
+            starts_at__lte=now,
+            spent__lt=F("total_budget"),
+        )
+        .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+        .exclude(advertiser_id__in=hidden)
+        .annotate(
+            spent_today=Coalesce(
+                Subquery(spent_today[:1], output_field=MONEY_FIELD),
+                Value(Decimal(0)),
+                output_field=MONEY_FIELD,
+            ),
+            impressions_today=Coalesce(
+                Subquery(impressions_today, output_field=IntegerField()), Value(0)
+            ),
+        )
+        .filter(impressions_today__lt=F("frequency_cap"))
+        .select_related("advertiser")
+        .prefetch_related(
+            "rules",
+            Prefetch("ads", queryset=Ad.objects.filter(is_active=True).order_by("pk")),
+        )
+        .order_by("pk")
+    )
+    eligible: list[Campaign] = []
+    for campaign in campaigns:
+        # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals).
+        unit = unit_price(pricing=campaign.pricing, bid=campaign.bid)
+        if campaign.spent + unit > campaign.total_budget:
+            continue
+        if campaign.spent_today + unit > campaign.daily_budget:
+            continue
+        if not campaign.ads.all():
+            continue
+        eligible.append(campaign)
+    return eligible
+
+
+def candidate_of(campaign: Campaign) -> Candidate:
+    return Candidate(
+        campaign_id=campaign.pk,
+        advertiser_id=campaign.advertiser_id,
+        pricing=campaign.pricing,
+        bid=campaign.bid,
+        rules=tuple(
+            Rule(rule.feature, frozenset(str(v).casefold() for v in rule.values))
+            for rule in campaign.rules.all()
+        ),
+        # The best ad of a campaign is its oldest active one: ads carry no per-ad
+        # statistics to rank on, and a fixed choice keeps decisions explainable.
+        ad_id=campaign.ads.all()[0].pk,
+    )
+
+
+# --- deciding ---------------------------------------------------------------------------
+
+
+def _log(
+    *,
+    subject: Subject | None,
+    placement: str,
+    context: RequestContext,
+    reason: DecisionReason,
+    features: AllowedFeatures | None = None,
+    ad: Ad | None = None,
+    campaign: Campaign | None = None,
+    now: datetime,
+) -> AdDecision:
+    return AdDecision.objects.create(
+        subject=subject,
+        placement=placement,
+        ad=ad,
+        campaign=campaign,
+        personalized=features.personalized if features else False,
+        reason=reason,
+        context=context.as_log(),
+        features_used=features.as_log() if features else {},
+        purposes_used=features.purposes_used() if features else [],
+        price=unit_price(pricing=campaign.pricing, bid=campaign.bid) if campaign else Decimal(0),
+        created_at=now,
+    )
+
+
+def ad_purposes() -> dict[str, Purpose]:
+    """The purposes ads use, by key (one missing from the reference data allows nothing)."""
+    found = {}
+    for key in AD_PURPOSES:
+        try:
+            found[key] = selectors.get_purpose(key=key)
+        except NotFound:
+            continue
+    return found
+
+
+def allowed_purposes(*, subject: Subject, purposes: Iterable[Purpose]) -> frozenset[str]:
+    """Which of `purposes` are allowed for the subject right now: the same consent check
+    every other service gets (`consent.selectors.check_consent`), one query each."""
+    allowed = set()
+    for purpose in purposes:
+        [result] = selectors.check_consent(purpose=purpose, external_ids=[subject.external_id])
+        if result.allowed:
+            allowed.add(purpose.key)
+    return frozenset(allowed)
+
+
+def decide(
+    *,
+    external_id: str,
+    placement: str,
+    context: Mapping[str, str],
+    now: datetime | None = None,
+) -> AdDecision:
+    """Chooses an ad (or none) for a subject and a placement, and logs the decision.
+
+    The returned decision has `ad.campaign.advertiser` loaded. Raises `InvalidValue`
+    for a placement that is not `status` or `channels`: there are no ads in chats.
+    """
+    if placement not in Placement.values:
+        raise InvalidValue(
+            f"'{placement}' is not a placement for ads: ads are never shown inside chats.",
+            field="placement",
+        )
+    now = now or timezone.now()
+    request = RequestContext(
+        country=str(context.get("country", "")).upper(),
+        language=str(context.get("language", "")),
+    )
+    try:
+        subject = selectors.get_subject(external_id=external_id)
+    except NotFound:
+        return _log(
+            subject=None,
+            placement=placement,
+            context=request,
+            reason=DecisionReason.UNKNOWN_SUBJECT,
+            now=now,
+        )
+
+    purposes = ad_purposes()
+    personalization = purposes.get(PERSONALIZATION)
+    if (
+        personalization is None
+        or subject.policy_version.label < personalization.introduced_in.label
+    ):
+        return _log(
+            subject=subject,
+            placement=placement,
+            context=request,
+            reason=DecisionReason.NOT_LIVE,
+            now=now,
+        )
+
+    allowed = allowed_purposes(subject=subject, purposes=purposes.values())
+    if PERSONALIZATION in allowed:
+        row = SubjectFeatures.objects.filter(subject=subject).first()
+        features = allowed_features(
+            context=request,
+            profile=profile_of(subject=subject, features=row, on=day_bounds(now)[0]),
+            allowed_purposes=allowed,
+        )
+    else:
+        # The profile is not even read without personalisation.
+        features = contextual_features(request)
+
+    campaigns = {
+        c.pk: c for c in eligible_campaigns(subject_id=subject.pk, placement=placement, now=now)
+    }
+    choice = choose(candidates=[candidate_of(c) for c in campaigns.values()], features=features)
+    if choice is None:
+        return _log(
+            subject=subject,
+            placement=placement,
+            context=request,
+            reason=DecisionReason.NO_ELIGIBLE_AD,
+            features=features,
+            now=now,
+        )
+    campaign = campaigns[choice.candidate.campaign_id]
+    ad = next(a for a in campaign.ads.all() if a.pk == choice.candidate.ad_id)
+    ad.campaign = campaign
+    return _log(
+        subject=subject,
+        placement=placement,
+        context=request,
+        reason=DecisionReason.SERVED,
+        features=features,
+        ad=ad,
+        campaign=campaign,
+        now=now,
+    )
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def record_event(
+    *,
+    decision_id: uuid.UUID | str,
+    type: str,
+    occurred_at: datetime | None = None,
+    now: datetime | None = None,
+) -> tuple[AdEvent, bool]:
+    """Records an impression or a click of a decision's ad and charges the campaign.
+
+    Idempotent per decision and type: a replay returns the first event and
+    `created=False`, and nothing is charged twice. A click is accepted without an
+    impression reported first (impressions are reported by devices that may be
+    offline; the click proves the ad was shown). The charge (CPM: bid/1000 per
+    impression; CPC: bid per click) is added to the campaign and to its day under the
+    campaign's row lock, never beyond what is left of the total or that day's budget.
+    A click on a click-to-chat ad opens a 72-hour chat window with the business.
+    """
+    if type not in AdEventType.values:
+        raise InvalidValue(f"'{type}' is not an ad event type.", field="type")
+    now = now or timezone.now()
+    occurred_at = occurred_at or now
+    decision = AdDecision.objects.filter(pk=decision_id).first()
+    if decision is None:
+        raise NotFound(f"No decision '{decision_id}'.", field="decision_id")
+    existing = AdEvent.objects.filter(decision=decision, type=type).first()
+    if existing is not None:
+        return existing, False
+    if decision.ad_id is None or decision.campaign_id is None:
+        raise Conflict("No ad was served for this decision.", field="decision_id")
+    if occurred_at > now + CLOCK_SKEW:
+        raise InvalidValue("The event cannot be in the future.", field="occurred_at")
+    if occurred_at < decision.created_at - CLOCK_SKEW:
+        raise InvalidValue("The event cannot precede its decision.", field="occurred_at")
+
+    # Every charge of a campaign is serialised on its row: the budget checks below and
+    # the event's uniqueness both rely on it.
+    campaign = Campaign.objects.select_for_update().get(pk=decision.campaign_id)
+    existing = AdEvent.objects.filter(decision=decision, type=type).first()
+    if existing is not None:  # the same event, reported concurrently, won the lock
+        return existing, False
+
+    day, _, _ = day_bounds(occurred_at)
+    campaign_day, _ = CampaignDay.objects.get_or_create(campaign=campaign, day=day)
+    price = event_price(pricing=campaign.pricing, bid=campaign.bid, type=type)
+    cost = max(
+        Decimal(0),
+        min(
+            price,
+            campaign.total_budget - campaign.spent,
+            campaign.daily_budget - campaign_day.spent,
+        ),
+    )
+    event = AdEvent.objects.create(
+        decision=decision, type=type, occurred_at=occurred_at, cost=cost, created_at=now
+    )
+    is_click = type == AdEventType.CLICK
+    Campaign.objects.filter(pk=campaign.pk).update(spent=F("spent") + cost)
+    CampaignDay.objects.filter(pk=campaign_day.pk).update(
+        spent=F("spent") + cost,
+        impressions=F("impressions") + (0 if is_click else 1),
+        clicks=F("clicks") + (1 if is_click else 0),
+    )
+    if is_click and campaign.click_to_chat and decision.subject_id is not None:
+        ChatEntryWindow.objects.create(
+            subject_id=decision.subject_id,
+            business=campaign.click_to_chat,
+            decision=decision,
+            opened_at=occurred_at,
+            expires_at=occurred_at + CHAT_WINDOW,
+        )
+    return event, True
+
+
+def open_chat_window(*, external_id: str, business: str, at: datetime) -> ChatEntryWindow | None:
+    """The click-to-chat window between a subject and a business open at `at`, if any
+    (messages inside it are free); the one that stays open longest."""
+    return (
+        ChatEntryWindow.objects.filter(
+            subject__external_id=external_id,
+            subject__erased_at__isnull=True,
+            business=business,
+            opened_at__lte=at,
+            expires_at__gt=at,
+        )
+        .order_by("-expires_at")
+        .first()
+    )

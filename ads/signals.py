@@ -1,0 +1,697 @@
+"""Signals: the metadata events other services report, and what Parley keeps of them.
+
+Three steps, each in its own part of this module:
+
+1. Refusal. A batch that carries anything content-like (`CONTENT_KEYS`, at any depth),
+   an unknown type or field, a value of the wrong type or out of range, or a time
+   outside the accepted window is refused as a whole, naming each offending path
+   (`events[3].text`). Nothing of it is stored.
+2. Ingestion (`ingest`). Each event feeds one purpose (`ads.choices.SIGNAL_TIES`); it
+   is stored only if its subject allows that purpose at that moment, otherwise it is
+   dropped and counted. An `ad_hidden` event records the hide whatever the consent.
+3. Features (`recompute_features`). A subject's `SubjectFeatures` row is a pure
+   function of their retained, stored signals, recomputed after every change to them
+   (ingestion, the retention purge).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypedDict
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.expressions import Window
+from django.db.models.fields.json import KT
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ads.choices import SIGNAL_TIES, ActivityLevel, SignalType
+from ads.models import Advertiser, HiddenAdvertiser, Signal, SubjectFeatures
+from consent import selectors
+from consent.errors import InvalidValue, NotFound
+from consent.models import Subject
+from consent.problems import StrictSerializer
+
+MAX_EVENTS = 1000
+# Clocks drift; an event stamped a little ahead of ours is still believable.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+# The window `activity_level` counts app sessions and sent messages in.
+ACTIVITY_WINDOW = timedelta(days=7)
+# Subjects recomputed per transaction by the retention purge.
+PURGE_CHUNK = 1000
+
+# Keys that name message content or something as private as it: message text and
+# media, calls, the device's address book, group membership and shared locations
+# (with their coordinates). The promise is that such data never reaches ads, so a key
+# like these anywhere in a request -- top level, inside an event, nested at any depth --
+# refuses the whole batch, and the error says so rather than "unknown field". Keys
+# are compared lower-cased without separators, so `groupId`, `group-id` and `GROUP_ID`
+# are all `group_id`.
+CONTENT_KEYS = frozenset(
+    {
+        # what people write, send and say
+        "text",
+        "body",
+        "content",
+        "caption",
+        "message",
+        "messages",
+        "transcript",
+        # media
+        "media",
+        "attachment",
+        "file",
+        "audio",
+        "video",
+        "image",
+        "photo",
+        "voice",
+        "call",
+        # the address book
+        "contacts",
+        "contact_list",
+        "phone_book",
+        # group membership
+        "group",
+        "group_id",
+        "group_members",
+        "members",
+        "is_group_chat",
+        # a location shared in a chat, and its coordinates
+        "location",
+        "lat",
+        "lng",
+        "latitude",
+        "longitude",
+        "coordinates",
+        "geo",
+    }
+)
+
+
+def _normalized_key(key: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", key.lower())
+
+
+_CONTENT_KEYS_NORMALIZED = frozenset(_normalized_key(key) for key in CONTENT_KEYS)
+
+CONTENT_MESSAGE = (
+    "This is message content (or content-like data: media, calls, contacts, group "
+    "membership, a shared location) and is never accepted."
+)
+
+ENGAGEMENTS = ("view", "react", "share")
+AUTHOR_KINDS = ("contact", "channel", "business")
+PLATFORMS = ("android", "ios", "web", "desktop")
+MAX_TOPICS = 10
+
+TOPIC_RE = r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$"
+CHANNEL_ID_RE = r"^[A-Za-z0-9._:-]+$"
+# A city name: letters joined by spaces, hyphens, apostrophes, dots or commas. No
+# digits, so that a street address or a postcode cannot pass for a city.
+CITY_RE = "^[^\\W\\d_]+(?:[ '\u2019.,-]+[^\\W\\d_]+)*\\.?$"
+
+
+# --- strictly typed fields ------------------------------------------------------------
+# DRF converts what it can (12 -> "12", "12" -> 12, 1 -> True); a signal's fields are
+# taken only in their own JSON type.
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictRegexField(serializers.RegexField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID as a JSON string; kept as its canonical text (signals are JSON)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return str(super().to_internal_value(data))
+
+
+class OccurredAtField(serializers.DateTimeField):
+    """An ISO 8601 date and time with its timezone, returned in UTC."""
+
+    default_error_messages = {
+        "invalid": "Must be an ISO 8601 date and time with a timezone, e.g. 2025-06-17T09:30:00Z.",
+        "naive": "Give the timezone (e.g. Z or +02:00): a time without one is ambiguous.",
+    }
+
+    def to_internal_value(self, value: Any) -> datetime:
+        if not isinstance(value, str):
+            self.fail("invalid")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail("invalid")
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            self.fail("naive")
+        return parsed.astimezone(UTC)
+
+
+def topic_field(**kwargs: Any) -> StrictRegexField:
+    return StrictRegexField(
+        TOPIC_RE,
+        max_length=40,
+        error_messages={"invalid": "Must be a lower-case slug such as 'football' or 'k-pop'."},
+        **kwargs,
+    )
+
+
+class TopicsField(serializers.ListField):
+    """Up to ten topic slugs; a repeated topic counts once."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(child=topic_field(), max_length=MAX_TOPICS, **kwargs)
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        return list(dict.fromkeys(super().to_internal_value(data)))
+
+
+# --- the per-type schemas -------------------------------------------------------------
+
+
+# Documented as a plain string: an enum per schema would make every other `type`
+# enum of the API collide in drf-spectacular's enum naming. The OpenAPI discriminator
+# mapping of `SignalEvent` says which schema each value selects.
+@extend_schema_field(OpenApiTypes.STR)
+class SignalTypeField(StrictChoiceField):
+    """The discriminator: one value per schema (`validate_events` chose it by that)."""
+
+
+def type_field(kind: SignalType) -> SignalTypeField:
+    return SignalTypeField([kind.value], help_text=f"Always `{kind.value}`.")
+
+
+class EventIn(StrictSerializer):
+    """The fields every event has. A subclass per signal type adds exactly its own."""
+
+    subject = StrictCharField(max_length=64, help_text="The subject's external id.")
+    occurred_at = OccurredAtField(
+        help_text="When it happened: ISO 8601 with a timezone, at most 5 minutes ahead of "
+        "Parley's clock and not older than the retention period (90 days by default)."
+    )
+
+    def validate_occurred_at(self, value: datetime) -> datetime:
+        now: datetime = self.context.get("now") or timezone.now()
+        if value > now + FUTURE_TOLERANCE:
+            raise serializers.ValidationError("Is more than 5 minutes in the future.")
+        if value < now - settings.SIGNAL_RETENTION:
+            raise serializers.ValidationError(
+                f"Is older than the retention period ({settings.SIGNAL_RETENTION.days} days)."
+            )
+        return value
+
+
+class _ChannelEventIn(EventIn):
+    channel = StrictRegexField(
+        CHANNEL_ID_RE, max_length=64, help_text="The channel's id (letters, digits, . _ : -)."
+    )
+    topics = TopicsField(required=False, help_text="Up to 10 topic slugs of the channel.")
+
+
+class ChannelFollowedIn(_ChannelEventIn):
+    """The subject followed a channel (feeds `ads_personalization`)."""
+
+    type = type_field(SignalType.CHANNEL_FOLLOWED)
+
+
+class ChannelUnfollowedIn(_ChannelEventIn):
+    """The subject unfollowed a channel (feeds `ads_personalization`)."""
+
+    type = type_field(SignalType.CHANNEL_UNFOLLOWED)
+
+
+class ChannelContentEngagedIn(_ChannelEventIn):
+    """The subject viewed, reacted to or shared a channel post (feeds
+    `ads_personalization`); never the post itself."""
+
+    type = type_field(SignalType.CHANNEL_CONTENT_ENGAGED)
+    engagement = StrictChoiceField(ENGAGEMENTS, required=False)
+
+
+class StatusViewedIn(EventIn):
+    """The subject viewed a status (feeds `ads_personalization`); never the status."""
+
+    type = type_field(SignalType.STATUS_VIEWED)
+    author_kind = StrictChoiceField(AUTHOR_KINDS, required=False)
+    topic = topic_field(required=False, help_text="The status's topic slug, when known.")
+
+
+class _AdEventIn(EventIn):
+    advertiser = StrictIntegerField(
+        min_value=1, max_value=2**63 - 1, help_text="The advertiser's id; must exist."
+    )
+    decision_id = StrictUUIDField(
+        required=False, help_text="The ad decision that showed the ad, when known."
+    )
+
+
+class AdClickedIn(_AdEventIn):
+    """The subject clicked an ad (feeds `ads_data_sharing`)."""
+
+    type = type_field(SignalType.AD_CLICKED)
+
+
+class AdHiddenIn(_AdEventIn):
+    """The subject hid an ad (feeds `ads_data_sharing`). The advertiser is hidden from
+    them from now on whatever their consent."""
+
+    type = type_field(SignalType.AD_HIDDEN)
+
+
+class AppSessionIn(EventIn):
+    """The subject used the app (feeds `analytics`)."""
+
+    type = type_field(SignalType.APP_SESSION)
+    duration_seconds = StrictIntegerField(min_value=0, max_value=86400, required=False)
+    city = StrictRegexField(
+        CITY_RE,
+        max_length=80,
+        required=False,
+        help_text="Coarse location: a city name, worked out from the connection. "
+        "Never coordinates or an address.",
+        error_messages={"invalid": "Must be a city name (letters, spaces, - ' . ,)."},
+    )
+    platform = StrictChoiceField(PLATFORMS, required=False)
+
+
+class MessageSentIn(EventIn):
+    """The subject sent a message (feeds `analytics`): its timing and peer count only,
+    never the text, the recipients or whether the chat is a group (group membership is
+    as private as content)."""
+
+    type = type_field(SignalType.MESSAGE_SENT)
+    peer_count = StrictIntegerField(
+        min_value=1, max_value=1024, required=False, help_text="How many people receive it."
+    )
+    hour_of_day = StrictIntegerField(
+        min_value=0, max_value=23, required=False, help_text="The sender's local hour."
+    )
+
+
+EVENT_SCHEMAS: dict[str, type[EventIn]] = {
+    SignalType.CHANNEL_FOLLOWED.value: ChannelFollowedIn,
+    SignalType.CHANNEL_UNFOLLOWED.value: ChannelUnfollowedIn,
+    SignalType.CHANNEL_CONTENT_ENGAGED.value: ChannelContentEngagedIn,
+    SignalType.STATUS_VIEWED.value: StatusViewedIn,
+    SignalType.AD_CLICKED.value: AdClickedIn,
+    SignalType.AD_HIDDEN.value: AdHiddenIn,
+    SignalType.APP_SESSION.value: AppSessionIn,
+    SignalType.MESSAGE_SENT.value: MessageSentIn,
+}
+ENVELOPE_FIELDS = frozenset({"type", "subject", "occurred_at"})
+
+
+# --- refusal --------------------------------------------------------------------------
+
+
+def content_paths(value: Any, path: str = "") -> Iterator[str]:
+    """The path of every content-like key in a JSON value, at any depth, in order.
+
+    Iterative, so that a deeply nested body cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:
+        where, item = stack.pop()
+        children: list[tuple[str, Any]] = []
+        if isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{where}.{key}" if where else str(key)
+                if _normalized_key(str(key)) in _CONTENT_KEYS_NORMALIZED:
+                    yield child_path
+                else:
+                    children.append((child_path, child))
+        elif isinstance(item, list):
+            children = [(f"{where}[{index}]", child) for index, child in enumerate(item)]
+        stack.extend(reversed(children))
+
+
+def refuse_content(body: Any) -> None:
+    """Raises a validation error naming every content-like key in the request body."""
+    found = list(content_paths(body))
+    if found:
+        raise serializers.ValidationError(
+            {path: [CONTENT_MESSAGE] for path in found}, code="content_not_accepted"
+        )
+
+
+def _error_paths(detail: Any, prefix: str) -> dict[str, list[str]]:
+    """DRF's nested errors as {"events[3].topics[0]": [messages]}."""
+    if isinstance(detail, dict):
+        out: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                path = prefix
+            elif isinstance(key, int):
+                path = f"{prefix}[{key}]"
+            else:
+                path = f"{prefix}.{key}"
+            out.update(_error_paths(value, path))
+        return out
+    if isinstance(detail, list) and all(not isinstance(item, dict | list) for item in detail):
+        return {prefix: [str(item) for item in detail]}
+    if isinstance(detail, list):
+        out = {}
+        for index, item in enumerate(detail):
+            if item:
+                out.update(_error_paths(item, f"{prefix}[{index}]"))
+        return out
+    return {prefix: [str(detail)]}
+
+
+def validate_events(events: list[Any], *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each event checked against its type's schema; every error of the batch is
+    raised at once, keyed by its path (`events[3].occurred_at`)."""
+    context = {"now": now or timezone.now()}
+    # One schema instance per type, reused: the fields are built once per batch.
+    schemas = {kind: schema(context=context) for kind, schema in EVENT_SCHEMAS.items()}
+    errors: dict[str, list[str]] = {}
+    valid: list[dict[str, Any]] = []
+    for index, event in enumerate(events):
+        where = f"events[{index}]"
+        if not isinstance(event, dict):
+            errors[where] = ["Expected a JSON object."]
+            continue
+        if "type" not in event:
+            errors[f"{where}.type"] = ["This field is required."]
+            continue
+        kind = event["type"]
+        schema = schemas.get(kind) if isinstance(kind, str) else None
+        if schema is None:
+            errors[f"{where}.type"] = [
+                f"Unknown signal type {kind!r}; one of: {', '.join(EVENT_SCHEMAS)}."
+            ]
+            continue
+        try:
+            valid.append(dict(schema.run_validation(event)))
+        except serializers.ValidationError as exc:
+            errors.update(_error_paths(exc.detail, where))
+    if errors:
+        raise serializers.ValidationError(errors)
+    return valid
+
+
+# --- ingestion ------------------------------------------------------------------------
+
+
+class IngestResult(TypedDict):
+    accepted: int
+    dropped: int
+
+
+def _lock_subjects(condition: Q) -> dict[str, int]:
+    """Known, not erased subjects matching `condition`, by external id, locked until
+    the transaction ends.
+
+    The lock (FOR NO KEY UPDATE, in primary-key order so that two batches cannot
+    deadlock) serialises ingestion with consent changes and erasure of the same
+    subjects, and with other batches' feature recomputation: a choice or an erasure
+    that commits first is seen by the consent check that follows; one that comes later
+    waits. It does not block inserts that merely reference the subject.
+    """
+    rows = (
+        Subject.objects.select_for_update(no_key=True)
+        .filter(condition, erased_at__isnull=True)
+        .order_by("pk")
+        .values_list("external_id", "pk")
+    )
+    return dict(rows)
+
+
+def _check_advertisers(events: list[dict[str, Any]]) -> None:
+    wanted = {e["advertiser"] for e in events if "advertiser" in e}
+    if not wanted:
+        return
+    known = set(Advertiser.objects.filter(pk__in=wanted).order_by().values_list("pk", flat=True))
+    for index, event in enumerate(events):
+        if "advertiser" in event and event["advertiser"] not in known:
+            raise InvalidValue(
+                f"No advertiser {event['advertiser']}.", field=f"events[{index}].advertiser"
+            )
+
+
+def _allowed_subjects(*, purpose_key: str, external_ids: list[str]) -> tuple[set[str], set[str]]:
+    """Which of these (known, locked) subjects allow the purpose now, and which metadata
+    categories the purpose covers now.
+
+    Fails closed: a purpose that no longer exists allows nobody, and a signal whose
+    category staff have taken out of its purpose is not stored under it."""
+    try:
+        purpose = selectors.get_purpose(key=purpose_key)
+    except NotFound:
+        return set(), set()
+    results = selectors.check_consent(purpose=purpose, external_ids=external_ids)
+    allowed = {result.subject for result in results if result.allowed}
+    if not allowed:
+        return set(), set()
+    return allowed, set(purpose.categories.values_list("key", flat=True))
+
+
+def ingest(*, events: list[dict[str, Any]], now: datetime | None = None) -> IngestResult:
+    """Stores the validated events whose subject allows the purpose they feed.
+
+    An event of an unknown or erased subject, or of one who has not allowed its
+    purpose (`SIGNAL_TIES`), is dropped: not stored, only counted. An `ad_hidden`
+    event of a known subject records the hide even when the signal is dropped: a wish
+    not to see an advertiser again is honoured whatever the consent. An advertiser id
+    that does not exist refuses the batch (`InvalidValue` naming its position).
+
+    One transaction per batch; the consent check runs once per purpose present (not
+    per event), signals and hides are written in bulk, then the touched subjects'
+    features are recomputed.
+    """
+    if len(events) > MAX_EVENTS:
+        raise ValueError(f"at most {MAX_EVENTS} events per batch")
+    now = now or timezone.now()
+    _check_advertisers(events)
+    with transaction.atomic():
+        subjects = _lock_subjects(Q(external_id__in={e["subject"] for e in events}))
+        # Who asks for which purpose: one consent check per purpose, not per event.
+        asking: dict[str, set[str]] = defaultdict(set)
+        for event in events:
+            if event["subject"] in subjects:
+                asking[SIGNAL_TIES[event["type"]][1]].add(event["subject"])
+        answers = {
+            purpose: _allowed_subjects(purpose_key=purpose, external_ids=sorted(ids))
+            for purpose, ids in asking.items()
+        }
+        signals: list[Signal] = []
+        hides: list[HiddenAdvertiser] = []
+        for event in events:
+            subject_pk = subjects.get(event["subject"])
+            if subject_pk is None:
+                continue
+            if event["type"] == SignalType.AD_HIDDEN:
+                hides.append(
+                    HiddenAdvertiser(
+                        subject_id=subject_pk, advertiser_id=event["advertiser"], created_at=now
+                    )
+                )
+            category, purpose = SIGNAL_TIES[event["type"]]
+            allowed, covered = answers[purpose]
+            if event["subject"] in allowed and category in covered:
+                signals.append(
+                    Signal(
+                        subject_id=subject_pk,
+                        type=event["type"],
+                        occurred_at=event["occurred_at"],
+                        received_at=now,
+                        data={k: v for k, v in event.items() if k not in ENVELOPE_FIELDS},
+                    )
+                )
+        if signals:
+            Signal.objects.bulk_create(signals)
+        if hides:
+            HiddenAdvertiser.objects.bulk_create(hides, ignore_conflicts=True)
+        if signals:
+            _recompute({signal.subject_id for signal in signals}, now=now)
+    return {"accepted": len(signals), "dropped": len(events) - len(signals)}
+
+
+# --- features -------------------------------------------------------------------------
+
+TOPIC_WEIGHTS: dict[str, int] = {
+    SignalType.CHANNEL_FOLLOWED: 1,
+    SignalType.CHANNEL_CONTENT_ENGAGED: 1,
+    SignalType.STATUS_VIEWED: 1,
+    SignalType.CHANNEL_UNFOLLOWED: -1,
+}
+AD_COUNTERS: dict[str, str] = {SignalType.AD_CLICKED: "clicks", SignalType.AD_HIDDEN: "hides"}
+ACTIVITY_TYPES = (SignalType.APP_SESSION, SignalType.MESSAGE_SENT)
+
+
+def activity_level(count: int) -> ActivityLevel:
+    """App sessions plus sent messages in the last 7 days: 0 none, 1-9 low, 10-49
+    medium, 50 or more high."""
+    if count >= 50:
+        return ActivityLevel.HIGH
+    if count >= 10:
+        return ActivityLevel.MEDIUM
+    if count >= 1:
+        return ActivityLevel.LOW
+    return ActivityLevel.NONE
+
+
+def _recompute(subject_ids: set[int], *, now: datetime) -> None:
+    """Features of these subjects from their retained signals, in four queries.
+
+    The signals are aggregated in the database (grouped by subject, type, topics and
+    advertiser), so the rows read grow with the distinct values a subject has, not with
+    how many signals they sent. The caller holds the subjects' locks."""
+    if not subject_ids:
+        return
+    retained = Signal.objects.filter(
+        subject_id__in=subject_ids, occurred_at__gte=now - settings.SIGNAL_RETENTION
+    ).order_by()
+    groups = retained.values(
+        "subject_id",
+        "type",
+        topics=KT("data__topics"),
+        topic=KT("data__topic"),
+        advertiser=KT("data__advertiser"),
+    ).annotate(
+        count=Count("id"), recent=Count("id", filter=Q(occurred_at__gte=now - ACTIVITY_WINDOW))
+    )
+    with_signals: set[int] = set()
+    topics: dict[int, Counter[str]] = defaultdict(Counter)
+    ads: dict[int, dict[str, dict[str, int]]] = defaultdict(dict)
+    activity: Counter[int] = Counter()
+    for group in groups:
+        subject_id, kind, count = group["subject_id"], group["type"], group["count"]
+        with_signals.add(subject_id)
+        if kind in TOPIC_WEIGHTS:
+            names = json.loads(group["topics"]) if group["topics"] else []
+            names += [group["topic"]] if group["topic"] else []
+            for name in names:
+                topics[subject_id][name] += TOPIC_WEIGHTS[kind] * count
+        elif kind in AD_COUNTERS:
+            counters = ads[subject_id].setdefault(
+                str(group["advertiser"]), {"clicks": 0, "hides": 0}
+            )
+            counters[AD_COUNTERS[kind]] += count
+        if kind in ACTIVITY_TYPES:
+            activity[subject_id] += group["recent"]
+    # The city of each subject's latest app session that names one (later id on a tie).
+    latest = Window(
+        RowNumber(),
+        partition_by=[F("subject_id")],
+        order_by=[F("occurred_at").desc(), F("id").desc()],
+    )
+    cities = dict(
+        retained.filter(type=SignalType.APP_SESSION, data__has_key="city")
+        .annotate(rank=latest)
+        .filter(rank=1)
+        .values_list("subject_id", KT("data__city"))
+    )
+    SubjectFeatures.objects.filter(subject_id__in=subject_ids - with_signals).delete()
+    if not with_signals:
+        return
+    SubjectFeatures.objects.bulk_create(
+        [
+            SubjectFeatures(
+                subject_id=subject_id,
+                channel_topics={t: w for t, w in sorted(topics[subject_id].items()) if w > 0},
+                ad_interactions=dict(sorted(ads[subject_id].items())),
+                city=cities.get(subject_id) or "",
+                activity_level=activity_level(activity[subject_id]),
+                updated_at=now,
+            )
+            for subject_id in sorted(with_signals)
+        ],
+        update_conflicts=True,
+        unique_fields=["subject"],
+        update_fields=["channel_topics", "ad_interactions", "city", "activity_level", "updated_at"],
+    )
+
+
+@transaction.atomic
+def recompute_features(subject_ids: Iterable[int], *, now: datetime | None = None) -> None:
+    """Rebuilds the features of these subjects (by primary key) from their retained
+    signals; a subject with none left loses their features row.
+
+    `channel_topics`: +1 per topic of each follow, engagement and status view, -1 per
+    topic of each unfollow, summed; topics whose weight is not positive are left out.
+    `ad_interactions`: clicks and hides per advertiser. `city`: of the latest app
+    session that names one. `activity_level`: see `activity_level`.
+    """
+    ids = set(subject_ids)
+    _lock_subjects(Q(pk__in=ids))
+    _recompute(ids, now=now or timezone.now())
+
+
+def _stale_activity(now: datetime) -> list[int]:
+    """Subjects whose activity level counted a signal that has since left the 7-day
+    window: their level may have to go down though no signal of theirs changed."""
+    left_window = Signal.objects.filter(
+        subject_id=OuterRef("subject_id"),
+        type__in=ACTIVITY_TYPES,
+        occurred_at__lt=now - ACTIVITY_WINDOW,
+        occurred_at__gte=OuterRef("updated_at") - ACTIVITY_WINDOW,
+    )
+    return list(
+        SubjectFeatures.objects.exclude(activity_level=ActivityLevel.NONE)
+        .filter(Exists(left_window))
+        .order_by("subject_id")
+        .values_list("subject_id", flat=True)
+    )
+
+
+def purge_expired_signals(now: datetime | None = None) -> int:
+    """Deletes the signals older than `SIGNAL_RETENTION` and recomputes the features of
+    the subjects who had them (removing the row of a subject with none left); returns
+    how many signals were deleted.
+
+    Works through the subjects a thousand at a time, one transaction each, so that a
+    large backlog never becomes one long transaction. Also refreshes the activity
+    level of subjects whose 7-day window has moved past a signal since their features
+    were computed (the hourly run keeps it at most an hour late)."""
+    now = now or timezone.now()
+    cutoff = now - settings.SIGNAL_RETENTION
+    expired = Signal.objects.filter(occurred_at__lt=cutoff)
+    affected = list(expired.order_by("subject_id").values_list("subject_id", flat=True).distinct())
+    deleted = 0
+    for start in range(0, len(affected), PURGE_CHUNK):
+        chunk = affected[start : start + PURGE_CHUNK]
+        with transaction.atomic():
+            _lock_subjects(Q(pk__in=chunk))
+            count, _ = expired.filter(subject_id__in=chunk).delete()
+            deleted += count
+            _recompute(set(chunk), now=now)
+    stale = _stale_activity(now)
+    for start in range(0, len(stale), PURGE_CHUNK):
+        recompute_features(stale[start : start + PURGE_CHUNK], now=now)
+    return deleted
