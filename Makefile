@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PROD_ENV := DEBUG=false SECRET_KEY=ci-only-$(shell head -c 32 /dev/urandom | sha256sum | cut -c1-50) \
 	ALLOWED_HOSTS=parley.example.com DATABASE_URL=sqlite:///var/deploy-check.sqlite3
 
-.PHONY: help venv run test lint typecheck checks ci lock clean bench-rollout bench-rollout-quick
+.PHONY: help venv run test lint typecheck checks ci lock clean system-tools \
+	bench bench-quick bench-rollout bench-rollout-quick bench-http
 
 help:
 	@echo "make run    - web server, Celery worker and beat with demo data (SQLite, no servers)"
@@ -17,6 +18,7 @@ help:
 	@echo "make checks - manage.py check, makemigrations --check, schema validation, check --deploy"
 	@echo "make ci     - everything CI runs"
 	@echo "make lock   - re-resolve requirements.lock from pyproject.toml"
+	@echo "make bench  - every benchmark (PostgreSQL, Redis, gunicorn, wrk); bench-quick on small data"
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,12 +61,30 @@ checks: venv
 
 ci: test lint typecheck checks
 
+# System packages the benchmarks need (Debian; installed when missing).
+system-tools:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+# Every benchmark; the figures are merged into BENCH_OUT (default bench-results.json).
+bench: venv system-tools
+	$(PY) bench/rollout.py
+	$(PY) bench/http_api.py
+	$(PY) bench/report.py
+
+# The same on small data, in about a minute: keeps the benchmarks from rotting (CI runs
+# it; no thresholds).
+bench-quick: venv system-tools
+	BENCH_SUBJECTS=2000 BENCH_HTTP_SUBJECTS=5000 BENCH_ROUNDS=1 BENCH_SECONDS=3 BENCH_WARMUP=1 \
+		BENCH_OUT=var/bench-quick.json sh -c 'rm -f var/bench-quick.json && $(PY) bench/rollout.py && $(PY) bench/http_api.py && $(PY) bench/report.py'
+
 bench-rollout: venv
 	$(PY) bench/rollout.py
 
-# The same on 2,000 subjects: keeps the benchmark from rotting (CI runs it; no thresholds).
 bench-rollout-quick: venv
 	BENCH_SUBJECTS=2000 BENCH_OUT=var/bench-quick.json $(PY) bench/rollout.py
+
+bench-http: venv system-tools
+	$(PY) bench/http_api.py
 
 lock: venv
 	$(PY) -m pip install --quiet pip-tools

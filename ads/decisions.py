@@ -12,7 +12,7 @@ A decision runs in a fixed order, and the order is what keeps it honest:
    language) is in it;
 4. eligibility: campaigns that are active, scheduled now, for the placement, within
    their total and daily budgets, under the subject's frequency cap, with an active ad,
-   of an advertiser the subject has not hidden (`eligible_campaigns`);
+   of an advertiser the subject has not hidden (`eligible_candidates`);
 5. targeting and ranking (`choose`): sees only the candidates and the allowed
    features — never the subject, their features row or a consent object;
 6. the decision is logged with the features and purposes it used.
@@ -38,7 +38,6 @@ from django.db.models import (
     F,
     IntegerField,
     OuterRef,
-    Prefetch,
     Q,
     Subquery,
     Value,
@@ -66,10 +65,11 @@ from ads.models import (
     ChatEntryWindow,
     HiddenAdvertiser,
     SubjectFeatures,
+    TargetingRule,
 )
 from consent import rules, selectors
 from consent.errors import Conflict, InvalidValue, NotFound
-from consent.models import Purpose, Subject
+from consent.models import Subject
 
 # The purposes a decision may need: personalisation at all, and each feature's tie.
 AD_PURPOSES: tuple[str, ...] = tuple(
@@ -292,13 +292,15 @@ def day_bounds(now: datetime) -> tuple[date, datetime, datetime]:
     return day, start, start + timedelta(days=1)
 
 
-def eligible_campaigns(*, subject_id: int, placement: str, now: datetime) -> list[Campaign]:
-    """Campaigns that may serve this subject now, regardless of targeting.
+def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> list[Candidate]:
+    """Campaigns that may serve this subject now, regardless of targeting, as targeting
+    sees them.
 
     Active, scheduled now, for the placement, of an advertiser the subject has not
     hidden, under the subject's frequency cap today, with an active ad, and able to pay
-    one more unit within both the total and today's budget. Three queries (campaigns,
-    their rules, their active ads) however many campaigns there are.
+    one more unit within both the total and today's budget. Two queries (the campaigns
+    with their first active ad, then their rules) however many campaigns there are;
+    plain rows, no model instances.
     """
     day, day_start, day_end = day_bounds(now)
     hidden = HiddenAdvertiser.objects.filter(subject_id=subject_id).values("advertiser_id")
@@ -315,7 +317,10 @@ def eligible_campaigns(*, subject_id: int, placement: str, now: datetime) -> lis
         .annotate(n=Count("pk"))
         .values("n")
     )
-    campaigns = (
+    # The best ad of a campaign is its oldest active one: ads carry no per-ad
+    # statistics to rank on, and a fixed choice keeps decisions explainable.
+    first_ad = Ad.objects.filter(campaign_id=OuterRef("pk"), is_active=True).order_by("pk")
+    rows = (
         Campaign.objects.filter(
             status=CampaignStatus.ACTIVE,
             placement=placement,
@@ -333,43 +338,49 @@ def eligible_campaigns(*, subject_id: int, placement: str, now: datetime) -> lis
             impressions_today=Coalesce(
                 Subquery(impressions_today, output_field=IntegerField()), Value(0)
             ),
+            ad_id=Subquery(first_ad.values("pk")[:1], output_field=IntegerField()),
         )
-        .filter(impressions_today__lt=F("frequency_cap"))
-        .select_related("advertiser")
-        .prefetch_related(
-            "rules",
-            Prefetch("ads", queryset=Ad.objects.filter(is_active=True).order_by("pk")),
-        )
+        .filter(impressions_today__lt=F("frequency_cap"), ad_id__isnull=False)
         .order_by("pk")
+        .values_list(
+            "pk",
+            "advertiser_id",
+            "pricing",
+            "bid",
+            "spent",
+            "total_budget",
+            "spent_today",
+            "daily_budget",
+            "ad_id",
+        )
     )
-    eligible: list[Campaign] = []
-    for campaign in campaigns:
+    able: list[tuple[int, int, str, Decimal, int]] = []
+    for pk, advertiser_id, pricing, bid, spent, total, today, daily, ad_id in rows:
         # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals).
-        unit = unit_price(pricing=campaign.pricing, bid=campaign.bid)
-        if campaign.spent + unit > campaign.total_budget:
+        unit = unit_price(pricing=pricing, bid=bid)
+        if spent + unit > total or today + unit > daily:
             continue
-        if campaign.spent_today + unit > campaign.daily_budget:
-            continue
-        if not campaign.ads.all():
-            continue
-        eligible.append(campaign)
-    return eligible
-
-
-def candidate_of(campaign: Campaign) -> Candidate:
-    return Candidate(
-        campaign_id=campaign.pk,
-        advertiser_id=campaign.advertiser_id,
-        pricing=campaign.pricing,
-        bid=campaign.bid,
-        rules=tuple(
-            Rule(rule.feature, frozenset(str(v).casefold() for v in rule.values))
-            for rule in campaign.rules.all()
-        ),
-        # The best ad of a campaign is its oldest active one: ads carry no per-ad
-        # statistics to rank on, and a fixed choice keeps decisions explainable.
-        ad_id=campaign.ads.all()[0].pk,
-    )
+        able.append((pk, advertiser_id, pricing, bid, ad_id))
+    if not able:
+        return []
+    rules: dict[int, list[Rule]] = {}
+    for campaign_id, feature, values in TargetingRule.objects.filter(
+        campaign_id__in=[row[0] for row in able]
+    ).values_list("campaign_id", "feature", "values"):
+        rules.setdefault(campaign_id, []).append(
+            Rule(feature, frozenset(str(v).casefold() for v in values))
+        )
+    return [
+        Candidate(
+            campaign_id=pk,
+            advertiser_id=advertiser_id,
+            pricing=pricing,
+            bid=bid,
+            rules=tuple(rules.get(pk, ())),
+            ad_id=ad_id,
+        )
+        for pk, advertiser_id, pricing, bid, ad_id in able
+    ]
 
 
 # --- deciding ---------------------------------------------------------------------------
@@ -399,28 +410,6 @@ def _log(
         price=unit_price(pricing=campaign.pricing, bid=campaign.bid) if campaign else Decimal(0),
         created_at=now,
     )
-
-
-def ad_purposes() -> dict[str, Purpose]:
-    """The purposes ads use, by key (one missing from the reference data allows nothing)."""
-    found = {}
-    for key in AD_PURPOSES:
-        try:
-            found[key] = selectors.get_purpose(key=key)
-        except NotFound:
-            continue
-    return found
-
-
-def allowed_purposes(*, subject: Subject, purposes: Iterable[Purpose]) -> frozenset[str]:
-    """Which of `purposes` are allowed for the subject right now: the same consent check
-    every other service gets (`consent.selectors.check_consent`), one query each."""
-    allowed = set()
-    for purpose in purposes:
-        [result] = selectors.check_consent(purpose=purpose, external_ids=[subject.external_id])
-        if result.allowed:
-            allowed.add(purpose.key)
-    return frozenset(allowed)
 
 
 def decide(
@@ -456,12 +445,11 @@ def decide(
             now=now,
         )
 
-    purposes = ad_purposes()
-    personalization = purposes.get(PERSONALIZATION)
-    if (
-        personalization is None
-        or subject.policy_version.label < personalization.introduced_in.label
-    ):
+    # The same consent check every other service gets, for all of ads' purposes in
+    # one query; a purpose missing from the reference data allows nothing.
+    checks = selectors.check_purposes(external_id=subject.external_id, purpose_keys=AD_PURPOSES)
+    personalization = checks.get(PERSONALIZATION)
+    if personalization is None or subject.policy_version.label < personalization.introduced_in:
         return _log(
             subject=subject,
             placement=placement,
@@ -470,7 +458,7 @@ def decide(
             now=now,
         )
 
-    allowed = allowed_purposes(subject=subject, purposes=purposes.values())
+    allowed = frozenset(key for key, check in checks.items() if check.results[0].allowed)
     if PERSONALIZATION in allowed:
         row = SubjectFeatures.objects.filter(subject=subject).first()
         features = allowed_features(
@@ -482,10 +470,8 @@ def decide(
         # The profile is not even read without personalisation.
         features = contextual_features(request)
 
-    campaigns = {
-        c.pk: c for c in eligible_campaigns(subject_id=subject.pk, placement=placement, now=now)
-    }
-    choice = choose(candidates=[candidate_of(c) for c in campaigns.values()], features=features)
+    candidates = eligible_candidates(subject_id=subject.pk, placement=placement, now=now)
+    choice = choose(candidates=candidates, features=features)
     if choice is None:
         return _log(
             subject=subject,
@@ -495,9 +481,8 @@ def decide(
             features=features,
             now=now,
         )
-    campaign = campaigns[choice.candidate.campaign_id]
-    ad = next(a for a in campaign.ads.all() if a.pk == choice.candidate.ad_id)
-    ad.campaign = campaign
+    ad = Ad.objects.select_related("campaign__advertiser").get(pk=choice.candidate.ad_id)
+    campaign = ad.campaign
     return _log(
         subject=subject,
         placement=placement,

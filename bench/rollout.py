@@ -20,37 +20,34 @@ Steps:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import redis
+from common import (
+    BROKER,
+    PG,
+    ROOT,
+    execute_script,
+    log,
+    merge_results,
+    migrations_fingerprint,
+    recreate_database,
+    template_is_current,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
-BROKER = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/8")
 SUBJECTS = int(os.environ.get("BENCH_SUBJECTS", "1000000"))
 BATCH_SIZE = int(os.environ.get("BENCH_BATCH_SIZE", "10000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
-OUT = os.environ.get("BENCH_OUT", "bench-results.json")
 # One template per size, so a quick run does not discard the large one.
 TEMPLATE = f"parley_bench_tpl_{SUBJECTS}"
 ENGINE_DB, FLOOR_DB = f"parley_bench_engine_{SUBJECTS}", f"parley_bench_floor_{SUBJECTS}"
 PHASE_VERSION = "2025-06"
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
-
-
-def admin() -> psycopg.Connection:
-    return psycopg.connect(f"{PG}/postgres", autocommit=True)
 
 
 def django_env(database: str, **extra: str) -> dict[str, str]:
@@ -66,31 +63,7 @@ def django_env(database: str, **extra: str) -> dict[str, str]:
     }
 
 
-def execute_script(conn: psycopg.Connection, script: str, params: dict[str, Any]) -> None:
-    """psycopg binds parameters server-side: one statement per execute."""
-    for statement in script.split(";\n\n"):
-        if statement.strip():
-            conn.execute(statement, params)
-
-
-def migrations_fingerprint() -> str:
-    names = sorted(p.name for p in (ROOT / "consent" / "migrations").glob("0*.py"))
-    return ",".join(names)
-
-
 # --- the template --------------------------------------------------------------------
-
-
-def template_is_current() -> bool:
-    with admin() as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [TEMPLATE]).fetchone():
-            return False
-    with psycopg.connect(f"{PG}/{TEMPLATE}") as conn:
-        try:
-            row = conn.execute("SELECT subjects, migrations FROM bench_meta").fetchone()
-        except psycopg.Error:
-            return False
-    return row == (SUBJECTS, migrations_fingerprint())
 
 
 DATASET_SQL = """
@@ -154,9 +127,7 @@ CREATE TABLE bench_meta (subjects integer, migrations text);
 
 def build_template() -> None:
     log(f"building the template database with {SUBJECTS:,} subjects")
-    with admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    recreate_database(TEMPLATE)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v0"],
         cwd=ROOT,
@@ -187,9 +158,7 @@ WHERE position > 1 AND rollout_id IN (
 def fresh_copy(name: str) -> None:
     """A copy of the template where only phase 1 of the measured version can run
     (the seed plan's other phases are due too, and would start when it completes)."""
-    with admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    recreate_database(name, template=TEMPLATE)
     with psycopg.connect(f"{PG}/{name}") as conn:
         execute_script(conn, ONLY_PHASE_ONE, {"version": PHASE_VERSION})
         conn.commit()
@@ -382,7 +351,7 @@ def outcome(database: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    if not template_is_current():
+    if not template_is_current(TEMPLATE, SUBJECTS):
         build_template()
     else:
         log(f"reusing the template database ({SUBJECTS:,} subjects)")
@@ -411,14 +380,7 @@ def main() -> int:
         f"{total / floor_seconds:>14,.0f}"
     )
     print(f"ratio floor/engine time: {floor_seconds / engine_seconds:.2f}   same outcome: {same}")
-    existing: dict[str, Any] = {}
-    if Path(OUT).exists():
-        try:
-            existing = json.loads(Path(OUT).read_text())
-        except ValueError:
-            existing = {}
-    Path(OUT).write_text(json.dumps({**existing, **figures}, indent=2) + "\n")
-    log(f"figures written to {OUT}")
+    merge_results(figures)
     return 0 if same else 1
 
 

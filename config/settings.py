@@ -87,6 +87,15 @@ DATABASES = {
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The consent check's query is prepared once per connection (`consent/sql.py`); its
+# generic plan is used at once instead of planning it again on each call.
+DATABASE_PREPARED_STATEMENTS: bool = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options.setdefault("options", "-c plan_cache_mode=force_generic_plan")
+    # psycopg prepares a statement only when asked (`prepare=True`): Django's cursors
+    # bind on the client and never do, and nothing reaches this count by repetition.
+    _options.setdefault("prepare_threshold", 2**31 - 1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file in development.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
@@ -183,6 +192,10 @@ SPECTACULAR_SETTINGS = {
         "MechanismEnum": "consent.choices.Mechanism",
     },
 }
+
+# How long a web process trusts a token it has verified: the bound on how long a
+# revoked token keeps working in other processes.
+API_TOKEN_CACHE_SECONDS: int = env.int("API_TOKEN_CACHE_SECONDS", default=10)
 
 # How long an Idempotency-Key is remembered, and a dashboard link stays valid.
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24))

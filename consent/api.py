@@ -498,13 +498,13 @@ class ConsentChecksView(APIView):
     def post(self, request: Request) -> Response:
         data = CheckIn(data=request.data)
         data.is_valid(raise_exception=True)
-        purpose = selectors.get_purpose(key=data.validated_data["purpose"])
-        results = selectors.check_consent(
-            purpose=purpose, external_ids=data.validated_data["subjects"]
+        purpose_key = data.validated_data["purpose"]
+        results = selectors.check_consent_by_key(
+            purpose_key=purpose_key, external_ids=data.validated_data["subjects"]
         )
         return Response(
             {
-                "purpose": purpose.key,
+                "purpose": purpose_key,
                 "results": [
                     {"subject": r.subject, "allowed": r.allowed, "reason": r.reason}
                     for r in results

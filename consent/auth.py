@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
@@ -21,6 +24,48 @@ TOKEN_PREFIX = "prl_"  # noqa: S105 (a marker, not a secret)
 # last_used_at is informative; writing it on every request would put a write on
 # the hot path of every consent check.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+# Verified tokens are remembered in each web process for API_TOKEN_CACHE_SECONDS, so
+# the hot path does not look the token up on every request. That is the bound on how
+# long a revoked token (or a deactivated account) keeps working in *other* processes;
+# the process that revokes it forgets it at once (`forget_token`).
+_verified: dict[str, tuple[float, ServiceToken]] = {}
+_verified_lock = threading.Lock()
+_VERIFIED_MAX = 10_000
+
+
+def forget_token(token_hash: str | None = None) -> None:
+    """Drops one token (or all) from this process's cache of verified tokens."""
+    with _verified_lock:
+        if token_hash is None:
+            _verified.clear()
+        else:
+            _verified.pop(token_hash, None)
+
+
+def _verified_token(token_hash: str) -> ServiceToken | None:
+    """The valid token with this hash, from the cache while it is fresh."""
+    now = time.monotonic()
+    cached = _verified.get(token_hash)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    token = (
+        ServiceToken.objects.select_related("account")
+        .filter(token_hash=token_hash, revoked_at__isnull=True, account__is_active=True)
+        .first()
+    )
+    if token is None:
+        forget_token(token_hash)
+        return None
+    moment = timezone.now()
+    if token.last_used_at is None or moment - token.last_used_at > LAST_USED_RESOLUTION:
+        ServiceToken.objects.filter(pk=token.pk).update(last_used_at=moment)
+    with _verified_lock:
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[token_hash] = (now + settings.API_TOKEN_CACHE_SECONDS, token)
+    return token
 
 
 def hash_token(raw: str) -> str:
@@ -63,16 +108,9 @@ class ServiceTokenAuthentication(BaseAuthentication):
             raw = header[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("The token is not valid.") from None
-        token = (
-            ServiceToken.objects.select_related("account")
-            .filter(token_hash=hash_token(raw))
-            .first()
-        )
-        if token is None or token.revoked_at is not None or not token.account.is_active:
+        token = _verified_token(hash_token(raw))
+        if token is None:
             raise exceptions.AuthenticationFailed("The token is not valid or has been revoked.")
-        now = timezone.now()
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-            ServiceToken.objects.filter(pk=token.pk).update(last_used_at=now)
         return ServicePrincipal(token), token
 
     def authenticate_header(self, request: Request) -> str:

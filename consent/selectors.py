@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.conf import settings
-from django.db.models import FilteredRelation, Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from consent import rules
+from consent import rules, sql
 from consent.choices import EXPLICIT_SOURCES, DenialReason, Mechanism
 from consent.errors import NotFound
 from consent.models import (
@@ -20,6 +20,7 @@ from consent.models import (
     Jurisdiction,
     JurisdictionRule,
     PolicyNotice,
+    PolicyVersion,
     Purpose,
     Subject,
 )
@@ -71,40 +72,64 @@ def get_subject(*, external_id: str) -> Subject:
     return subject
 
 
-def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[CheckResult]:
-    """allowed(subject, purpose) for up to 1,000 subjects in a single query.
+# The consent check is on the path of every ad and every data use: one hand-written
+# query per call, for one or several purposes, that also reads the purposes themselves
+# (no separate lookup). Left joins keep a purpose that matches no subject, so an
+# unknown purpose (no row at all) can be told from unknown subjects.
+_CHECK_SQL = """
+SELECT p.key, p.essential, p.gpc_applies, p.profiling, v.label,
+       s.external_id, s.birth_year, sv.label, j.consent_age, j.opt_in_below_age,
+       j.minor_age, j.profiling_ads_to_minors_banned, r.mechanism, st.granted, st.source
+FROM {purpose} p
+JOIN {version} v ON v.id = p.introduced_in_id
+LEFT JOIN {subject} s ON {subjects} AND s.erased_at IS NULL
+LEFT JOIN {version} sv ON sv.id = s.policy_version_id
+LEFT JOIN {jurisdiction} j ON j.id = s.jurisdiction_id
+LEFT JOIN {rule} r ON r.jurisdiction_id = s.jurisdiction_id AND r.purpose_id = p.id
+LEFT JOIN {state} st ON st.subject_id = s.id AND st.purpose_id = p.id
+WHERE {purposes}
+"""
 
-    Results come back in the order asked, one per id (duplicates answered twice);
-    an unknown or erased subject is never allowed.
-    """
+
+@dataclass(frozen=True)
+class PurposeCheck:
+    """The answers for one purpose, with the label of the version that introduced it."""
+
+    introduced_in: str
+    results: list[CheckResult]
+
+
+def _check(
+    *, match: str, purposes: Sequence[int | str], external_ids: Sequence[str]
+) -> dict[str, PurposeCheck]:
+    """Purpose key -> one result per id asked (in order), for the purposes found."""
     if len(external_ids) > MAX_BULK_CHECK:
         raise ValueError(f"at most {MAX_BULK_CHECK} subjects per check")
-    flags = purpose_flags(purpose)
-    introduced = purpose.introduced_in.label
-    rows = (
-        Subject.objects.filter(external_id__in=set(external_ids), erased_at__isnull=True)
-        .annotate(
-            rule=FilteredRelation(
-                "jurisdiction__rules", condition=Q(jurisdiction__rules__purpose=purpose)
-            ),
-            state=FilteredRelation("states", condition=Q(states__purpose=purpose)),
-        )
-        .values_list(
-            "external_id",
-            "birth_year",
-            "policy_version__label",
-            "jurisdiction__consent_age",
-            "jurisdiction__opt_in_below_age",
-            "jurisdiction__minor_age",
-            "jurisdiction__profiling_ads_to_minors_banned",
-            "rule__mechanism",
-            "state__granted",
-            "state__source",
-        )
+    wanted = list(dict.fromkeys(external_ids))
+    subjects_sql, subjects_params = sql.any_of("s.external_id", wanted)
+    purposes_sql, purposes_params = sql.any_of(f"p.{match}", purposes)
+    query = _CHECK_SQL.format(
+        purpose=Purpose._meta.db_table,
+        version=PolicyVersion._meta.db_table,
+        subject=Subject._meta.db_table,
+        jurisdiction=Jurisdiction._meta.db_table,
+        rule=JurisdictionRule._meta.db_table,
+        state=ConsentState._meta.db_table,
+        subjects=subjects_sql,
+        purposes=purposes_sql,
     )
+    with sql.cursor() as cursor:
+        cursor.execute(query, [*subjects_params, *purposes_params])
+        rows = cursor.fetchall()
     on = today()
-    answers: dict[str, CheckResult] = {}
+    answers: dict[str, dict[str, CheckResult]] = {}
+    introduced_in: dict[str, str] = {}
     for (
+        key,
+        essential,
+        gpc_applies,
+        profiling,
+        introduced,
         external_id,
         birth_year,
         version_label,
@@ -116,7 +141,10 @@ def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[Chec
         granted,
         source,
     ) in rows:
-        age_rule_set = rules.AgeRules(consent_age, opt_in_below_age, minor_age, banned)
+        found = answers.setdefault(key, {})
+        introduced_in[key] = introduced
+        if external_id is None:
+            continue
         reason = rules.check(
             live=rules.is_live(
                 introduced_label=introduced,
@@ -125,14 +153,55 @@ def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[Chec
             ),
             mechanism=mechanism,
             blocked_by_age=rules.age_blocked(
-                age=rules.lowest_age(birth_year, on), rules=age_rule_set, purpose=flags
+                age=rules.lowest_age(birth_year, on),
+                rules=rules.AgeRules(consent_age, opt_in_below_age, minor_age, bool(banned)),
+                purpose=rules.PurposeFlags(
+                    essential=bool(essential),
+                    gpc_applies=bool(gpc_applies),
+                    profiling=bool(profiling),
+                ),
             ),
-            state_granted=granted,
+            state_granted=None if granted is None else bool(granted),
             state_source=source,
         )
-        answers[external_id] = CheckResult(external_id, reason is None, reason)
+        found[external_id] = CheckResult(external_id, reason is None, reason)
     unknown = DenialReason.UNKNOWN_SUBJECT
-    return [answers.get(i) or CheckResult(i, False, unknown) for i in external_ids]
+    return {
+        key: PurposeCheck(
+            introduced_in[key],
+            [found.get(i) or CheckResult(i, False, unknown) for i in external_ids],
+        )
+        for key, found in answers.items()
+    }
+
+
+def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[CheckResult]:
+    """allowed(subject, purpose) for up to 1,000 subjects in a single query.
+
+    Results come back in the order asked, one per id (duplicates answered twice);
+    an unknown or erased subject is never allowed.
+    """
+    answers = _check(match="id", purposes=[purpose.pk], external_ids=external_ids)
+    if purpose.key not in answers:  # deleted since it was read
+        return [CheckResult(i, False, DenialReason.UNKNOWN_SUBJECT) for i in external_ids]
+    return answers[purpose.key].results
+
+
+def check_consent_by_key(*, purpose_key: str, external_ids: Sequence[str]) -> list[CheckResult]:
+    """`check_consent` for a purpose named by its key, in the same single query (the
+    API's hot path: no separate purpose lookup). Raises `NotFound` for an unknown key."""
+    answers = _check(match="key", purposes=[purpose_key], external_ids=external_ids)
+    if purpose_key not in answers:
+        raise NotFound(f"No purpose '{purpose_key}'.", field="purpose")
+    return answers[purpose_key].results
+
+
+def check_purposes(*, external_id: str, purpose_keys: Sequence[str]) -> dict[str, PurposeCheck]:
+    """The check of several purposes (by key) for one subject, in one query; a key that
+    names no purpose is missing from the answer (and so allows nothing)."""
+    if not purpose_keys:
+        return {}
+    return _check(match="key", purposes=list(purpose_keys), external_ids=[external_id])
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from consent import reach, rules, selectors, validators, webhooks
-from consent.auth import hash_token, new_raw_token
+from consent.auth import forget_token, hash_token, new_raw_token
 from consent.choices import EXPLICIT_SOURCES, ActorType, Mechanism, Scope, Source
 from consent.errors import (
     AlreadyExists,
@@ -563,10 +563,13 @@ def create_service_token(*, name: str, scopes: Iterable[str]) -> tuple[ServiceTo
 
 
 def revoke_service_token(*, token: ServiceToken) -> None:
-    """Revokes a token at once; requests with it get 401 from then on."""
+    """Revokes a token: requests with it get 401 at once from this process, and from
+    every other web process within `API_TOKEN_CACHE_SECONDS` (their cache of verified
+    tokens)."""
     ServiceToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
+    forget_token(token.token_hash)
 
 
 @transaction.atomic

@@ -39,6 +39,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_token_cache() -> Iterable[None]:
+    """Each test starts with no verified tokens cached in the process."""
+    from consent.auth import forget_token
+
+    forget_token()
+    yield
+    forget_token()
+
+
 def _client(token: str | None) -> APIClient:
     client = APIClient()
     if token:

@@ -119,3 +119,12 @@ def test_an_unknown_api_path_is_a_problem_not_a_page(client: Client) -> None:
     assert response.status_code == 404
     assert response["Content-Type"] == "application/problem+json"
     assert response.json()["status"] == 404
+
+
+def test_the_health_check_answers_without_the_database(client: Client) -> None:
+    # No django_db mark: touching the database here would raise.
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert client.post("/healthz").status_code == 405

@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from ads import decisions
 from ads.choices import CampaignStatus, Placement, Pricing
 from ads.models import Ad, AdDecision, AdEvent, Advertiser, Campaign, Signal
-from consent import rollouts, services, webhooks
+from consent import auth, rollouts, services, webhooks
 from consent.choices import Scope
 from consent.models import (
     ConsentEvent,
@@ -472,14 +472,64 @@ def test_revoking_one_token_leaves_the_accounts_other_tokens_working():
     assert _client(f"Bearer {new_raw}").get("/api/v1/subjects/alice").status_code == 200
 
 
+class Clock:
+    """Stands in for the monotonic clock of the token cache."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(auth.time, "monotonic", clock)
+    return clock
+
+
 @pytest.mark.django_db
-def test_a_deactivated_service_accounts_tokens_are_refused():
+def test_a_token_revoked_by_another_process_stops_working_within_the_cache_bound(
+    clock: Clock, settings: Any
+):
+    settings.API_TOKEN_CACHE_SECONDS = 10
+    token, raw = services.create_service_token(name="ad-server", scopes=[READ])
+    client = _client(f"Bearer {raw}")
+    _subject("alice")
+    assert client.get("/api/v1/subjects/alice").status_code == 200
+
+    # Another web process revokes it: this one learns only from the database.
+    ServiceToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+    clock.now += 9.9
+    assert client.get("/api/v1/subjects/alice").status_code == 200
+    clock.now += 0.2
+
+    assert_problem(client.get("/api/v1/subjects/alice"), 401)
+
+
+@pytest.mark.django_db
+def test_a_verified_token_is_not_looked_up_again_while_cached(
+    clock: Clock, django_assert_num_queries: Any
+):
+    _, raw = services.create_service_token(name="ad-server", scopes=[READ])
+    client = _client(f"Bearer {raw}")
+    body = {"purpose": "analytics", "subjects": ["nobody"]}
+    assert client.post("/api/v1/consent-checks", body, format="json").status_code == 200
+
+    with django_assert_num_queries(1):  # the check itself, nothing for the token
+        assert client.post("/api/v1/consent-checks", body, format="json").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_deactivated_service_accounts_tokens_are_refused(clock: Clock, settings: Any):
     _, first = services.create_service_token(name="ad-server", scopes=[READ])
     _, second = services.create_service_token(name="ad-server", scopes=[READ, WRITE])
     _subject("alice")
     assert _client(f"Bearer {first}").get("/api/v1/subjects/alice").status_code == 200
 
     ServiceAccount.objects.filter(name="ad-server").update(is_active=False)
+    clock.now += settings.API_TOKEN_CACHE_SECONDS + 1
 
     for raw in (first, second):
         response = _client(f"Bearer {raw}").get("/api/v1/subjects/alice")
