@@ -1055,3 +1055,166 @@ def test_a_1000_event_batch_takes_a_bounded_number_of_queries(
     assert body["dropped"] > 0
     # The cost does not grow with the batch.
     assert len(large) == len(small)
+
+
+# --- the fast path agrees with the schemas ---------------------------------------------------
+
+ODD_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            " chan-1",
+            "chan-1 ",
+            "chan\x00-1",
+            "x" * 65,
+            "football",
+            "K-Pop",
+            "k-pop",
+            "Austin",
+            "São Paulo",
+            "12 Main St",
+            "ios",
+            "IOS",
+            "react",
+            "channel",
+            str(uuid.uuid4()),
+            str(uuid.uuid4()).upper(),
+            "{" + str(uuid.uuid4()) + "}",
+            "not-a-uuid",
+            "2026-12-01T10:00:00",
+            "2026-12-01T10:00:00+02:00",
+            "1999-01-01T00:00:00Z",
+            "2999-01-01T00:00:00Z",
+            "\ud800",
+            ["football", "k-pop", "football"],
+            ["a"] * 11,
+        ]
+    ),
+    st.integers(-5, 90000),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False, width=32),
+    st.lists(st.sampled_from(["football", "football", "Football", " x", "k-pop", ""]), max_size=12),
+    st.text(max_size=8),
+)
+
+
+# Per field, values near the edge of what its schema takes, then anything odd.
+FIELD_VALUES: dict[str, list[Any]] = {
+    "subject": ["alice", " alice", "alice\n", "", "a" * 64, "a" * 65, "al\x00ice", 7],
+    "occurred_at": ["2026-12-01T10:00:00", "1999-01-01T00:00:00Z", "2999-01-01T00:00:00Z", 0],
+    "channel": ["chan-1", "chan 1", "chan-1 ", "c" * 65, "ch:1.x_y"],
+    "topics": [
+        ["football", "k-pop", "football"],
+        ["a"] * 11,
+        ["a"] * 10,
+        [],
+        ["Football"],
+        "football",
+        ["k--pop"],
+    ],
+    "topic": ["travel", " travel", "Travel", "k-pop", "-x", ""],
+    "engagement": ["view", "react", "share", "like", "VIEW"],
+    "author_kind": ["contact", "channel", "business", "group"],
+    "advertiser": [1, 0, -1, 2**63, True, "1", 1.0],
+    "decision_id": [str(uuid.uuid4()), str(uuid.uuid4()).upper(), "x", 1],
+    "duration_seconds": [0, 86400, 86401, -1, True, 1.5],
+    "city": ["Austin", "São Paulo", "St. John's", "12 Main St", "A" * 81, " Austin"],
+    "platform": ["ios", "android", "web", "desktop", "IOS", "tv"],
+    "peer_count": [1, 1024, 1025, 0, False],
+    "hour_of_day": [0, 23, 24, -1],
+    "mood": [1],
+}
+
+
+@st.composite
+def odd_events(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A valid event of some type with up to two of its fields (or an unknown one)
+    changed, mostly to a value near the edge of what the schema takes, and perhaps one
+    field left out."""
+    kind = draw(st.sampled_from(list(signals.EVENT_SCHEMAS)))
+    own = sorted(set(signals.EVENT_SCHEMAS[kind]().fields) - {"type"})
+    if draw(st.integers(0, 9)) == 0:  # now and then a field no schema has
+        own.append("mood")
+    names = draw(st.sets(st.sampled_from(own), max_size=2))
+    changes = {}
+    for name in sorted(names):
+        edge = st.sampled_from(FIELD_VALUES[name])
+        changes[name] = draw(st.one_of(edge, edge, edge, ODD_VALUES))
+    candidate = {**event(kind, "alice"), **changes}
+    for name in draw(st.sets(st.sampled_from(own), max_size=1)):
+        if name not in changes:
+            candidate.pop(name, None)
+    return kind, candidate
+
+
+@hypothesis_settings(max_examples=1000, deadline=None, derandomize=True)
+@given(case=odd_events())
+def test_what_the_fast_path_accepts_the_schema_accepts_with_the_same_value(
+    case: tuple[str, dict[str, Any]],
+) -> None:
+    kind, candidate = case
+    now = timezone.now()
+    compiled = signals._COMPILED[kind]
+    assert compiled is not None
+
+    fast = signals._fast_event(compiled, candidate, now)
+
+    schema = signals.EVENT_SCHEMAS[kind](context={"now": now})
+    try:
+        expected: dict[str, Any] | None = dict(schema.run_validation(candidate))
+    except Exception:
+        expected = None
+    if fast is not None:
+        assert expected == fast
+
+
+@pytest.mark.parametrize("kind", list(signals.EVENT_SCHEMAS))
+def test_the_fast_path_takes_ordinary_events(kind: str) -> None:
+    compiled = signals._COMPILED[kind]
+    assert compiled is not None
+
+    assert signals._fast_event(compiled, event(kind, "alice"), timezone.now()) is not None
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "fast_takes_it"),
+    [
+        (SignalType.CHANNEL_FOLLOWED, {"topics": ["football", "k-pop", "football"]}, True),
+        (SignalType.CHANNEL_FOLLOWED, {"topics": ["a"] * 10}, True),
+        (SignalType.CHANNEL_FOLLOWED, {"topics": ["a"] * 11}, False),
+        (SignalType.CHANNEL_FOLLOWED, {"topics": "football"}, False),
+        (SignalType.AD_CLICKED, {"decision_id": str(uuid.UUID(int=7)).upper()}, True),
+        (SignalType.AD_CLICKED, {"advertiser": True}, False),
+        (SignalType.AD_CLICKED, {"advertiser": 1.0}, False),
+        (SignalType.APP_SESSION, {"occurred_at": "2026-12-01T10:00:00+02:00"}, None),
+        (SignalType.APP_SESSION, {"occurred_at": "2999-01-01T00:00:00Z"}, False),
+        (SignalType.APP_SESSION, {"platform": "IOS"}, False),
+        (SignalType.APP_SESSION, {"duration_seconds": 86401}, False),
+        (SignalType.APP_SESSION, {"subject": " alice"}, False),
+        (SignalType.APP_SESSION, {"subject": "al\x00ice"}, False),
+        (SignalType.APP_SESSION, {"mood": 1}, False),
+        (SignalType.STATUS_VIEWED, {"topic": "Travel"}, False),
+    ],
+)
+def test_the_fast_path_on_the_edges(
+    kind: SignalType, changes: dict[str, Any], fast_takes_it: bool | None
+) -> None:
+    name = kind.value  # as it comes in JSON
+    now = timezone.now()
+    candidate = {**event(name, "alice"), **changes}
+    compiled = signals._COMPILED[name]
+    assert compiled is not None
+
+    fast = signals._fast_event(compiled, candidate, now)
+
+    try:
+        expected: dict[str, Any] | None = dict(
+            signals.EVENT_SCHEMAS[name](context={"now": now}).run_validation(candidate)
+        )
+    except Exception:
+        expected = None
+    if fast_takes_it is not None:  # None: depends on the clock (a time a day ago or not)
+        assert (fast is not None) is fast_takes_it
+    if fast is not None:
+        assert fast == expected
