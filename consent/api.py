@@ -5,9 +5,11 @@ Views validate input and shape output; every change is made by `consent.services
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -21,7 +23,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consent import errors, selectors, services
+from consent import errors, fastlane, selectors, services
 from consent.auth import ServicePrincipal
 from consent.choices import ActorType, DenialReason, Mechanism, Scope, Source
 from consent.models import ConsentEvent, Jurisdiction, JurisdictionRule, PolicyVersion, Purpose
@@ -488,6 +490,20 @@ class NoticeAcknowledgeView(APIView):
 
 class ConsentChecksView(APIView):
     required_scopes = {"POST": READ}
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        """The DRF view behind the fast lane (`consent/fastlane.py`): a plainly valid
+        check is answered there; everything else, errors included, here."""
+        drf_view = super().as_view(**initkwargs)
+
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            fast = fastlane.consent_check(request)
+            return fast if fast is not None else drf_view(request, *args, **kwargs)
+
+        # The schema generator and Django's CSRF exemption read these attributes.
+        functools.update_wrapper(view, drf_view)
+        return view
 
     @extend_schema(
         operation_id="consent_checks",

@@ -44,6 +44,11 @@ def forget_token(token_hash: str | None = None) -> None:
             _verified.pop(token_hash, None)
 
 
+def verified_token(raw: str) -> ServiceToken | None:
+    """The valid token whose raw value this is (cached, see above), or None."""
+    return _verified_token(hash_token(raw))
+
+
 def _verified_token(token_hash: str) -> ServiceToken | None:
     """The valid token with this hash, from the cache while it is fresh."""
     now = time.monotonic()
