@@ -271,6 +271,14 @@ wrk.headers["Content-Type"] = "application/json"
 function subject()
   return "bench-" .. math.random(1, {subjects})
 end
+-- Large bodies are made once per thread (building 1,000 items per request would load
+-- wrk) and sent in turn.
+local bodies = {{}}
+local sent = 0
+function cycle()
+  sent = sent + 1
+  return wrk.format(nil, nil, nil, bodies[(sent % #bodies) + 1])
+end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -298,10 +306,8 @@ request = function()
 end
 """
 
-# Bodies are made once per thread (building 1,000 ids per request would load wrk).
 LUA_BULK = """
 wrk.method = "POST"
-local bodies = {{}}
 function init(args)
   math.randomseed(seed * 7919)
   for b = 1, 20 do
@@ -310,11 +316,7 @@ function init(args)
     bodies[b] = '{{"purpose": "analytics", "subjects": [' .. table.concat(ids, ",") .. ']}}'
   end
 end
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, nil, nil, bodies[(n % #bodies) + 1])
-end
+request = cycle
 """
 
 LUA_DECISION = """
@@ -335,7 +337,6 @@ end
 
 LUA_SIGNALS = """
 wrk.method = "POST"
-local bodies = {{}}
 local kinds = {{
   function(s) return '{{"type": "app_session", "subject": "' .. s .. '", "occurred_at": "{at}",'
     .. ' "duration_seconds": 120, "city": "Lagos", "platform": "android"}}' end,
@@ -354,11 +355,7 @@ function init(args)
     bodies[b] = '{{"events": [' .. table.concat(events, ",") .. ']}}'
   end
 end
-local n = 0
-request = function()
-  n = n + 1
-  return wrk.format(nil, nil, nil, bodies[(n % #bodies) + 1])
-end
+request = cycle
 """
 
 
