@@ -38,6 +38,10 @@ class MarketRateForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        for column in ratecards.RATE_COLUMNS:
+            rate = data.get(column)
+            if rate is not None and rate < 0:
+                self.add_error(column, "A rate is zero or more (empty: not priced).")
         if data.get("is_rest_of_world") and data.get("countries"):
             self.add_error(
                 "countries", "The rest-of-world market lists no countries: it holds the others."

@@ -293,27 +293,34 @@ def cancel_plan(*, account_id: int, now: datetime | None = None) -> Subscription
     return change_plan(account_id=account.pk, plan=default.code, now=now)
 
 
-@transaction.atomic
 def renew_subscriptions(*, now: datetime | None = None) -> int:
     """Starts the next period of every subscription whose period has ended (on its
-    pending plan, if any), charging the month in advance. Idempotent; catches up on
-    missed months. Returns how many periods were started."""
+    pending plan, if any), charging the month in advance; one transaction per account.
+    Idempotent; catches up on missed months. Returns how many periods were started."""
     now = now or timezone.now()
     started = 0
     due = Subscription.objects.filter(
         status=SubscriptionStatus.ACTIVE, current_period_end__lte=now
     ).values_list("account_id", flat=True)
     for account_id in list(due):
-        account = _locked_account(account_id)
-        current = _active_subscription(account)
-        while current.current_period_end <= now:
-            plan = current.next_plan or current.plan
-            _end(current, current.current_period_end)
-            start, end = month_bounds(current.current_period_end)
-            current = _start_subscription(
-                account=account, plan=plan, start=start, end=end, charge_from=start
-            )
-            started += 1
+        started += renew_subscription(account_id=account_id, now=now)
+    return started
+
+
+@transaction.atomic
+def renew_subscription(*, account_id: int, now: datetime) -> int:
+    """One account's renewal (see `renew_subscriptions`): the periods started."""
+    account = _locked_account(account_id)
+    current = _active_subscription(account)
+    started = 0
+    while current.current_period_end <= now:
+        plan = current.next_plan or current.plan
+        _end(current, current.current_period_end)
+        start, end = month_bounds(current.current_period_end)
+        current = _start_subscription(
+            account=account, plan=plan, start=start, end=end, charge_from=start
+        )
+        started += 1
     return started
 
 
@@ -729,14 +736,13 @@ def apply_gateway_event(
     does not allow is refused."""
     now = now or timezone.now()
     client = gateways.get(gateway)
-    bought = (
-        Purchase.objects.select_for_update()
-        .filter(gateway=client.name, gateway_reference=reference)
-        .first()
-    )
-    if bought is None:
+    found = Purchase.objects.filter(gateway=client.name, gateway_reference=reference)
+    seller_id = found.values_list("seller_id", flat=True).first()
+    if seller_id is None:
         raise NotFound(f"No purchase with {gateway} reference '{reference}'.", field="reference")
-    hold_account(bought.seller_id)
+    # The account first, then the purchase: the order a month's close takes them in.
+    hold_account(seller_id)
+    bought = found.select_for_update().get()
     target = {gateways.CAPTURED: PurchaseStatus.CAPTURED, gateways.FAILED: PurchaseStatus.FAILED}
     if status not in target:
         raise InvalidValue(f"'{status}' is not a gateway status update.", field="status")
@@ -769,9 +775,14 @@ def refund(
     left of the commission, so a full refund reverses all of it. Idempotent on
     `refund_id`."""
     now = now or timezone.now()
-    bought = Purchase.objects.select_for_update().filter(purchase_id=purchase_id).first()
-    if bought is None:
+    seller_id = (
+        Purchase.objects.filter(purchase_id=purchase_id).values_list("seller_id", flat=True).first()
+    )
+    if seller_id is None:
         raise NotFound(f"No purchase '{purchase_id}'.", field="purchase_id")
+    # The account first, then the purchase: the order a month's close takes them in.
+    hold_account(seller_id)
+    bought = Purchase.objects.select_for_update().get(purchase_id=purchase_id)
     existing = Refund.objects.filter(refund_id=refund_id).first()
     if existing is not None:
         if existing.purchase_id != bought.pk or (amount is not None and amount != existing.amount):
@@ -779,7 +790,6 @@ def refund(
         return existing, False
     if bought.status not in (PurchaseStatus.CAPTURED, PurchaseStatus.PARTIALLY_REFUNDED):
         raise Conflict(f"A {bought.status} purchase cannot be refunded.", field="purchase_id")
-    hold_account(bought.seller_id)
     left = bought.amount - bought.refunded
     amount = left if amount is None else amount
     if not amount.is_finite() or amount <= 0 or exact(amount) != amount:

@@ -522,3 +522,51 @@ def test_the_print_css_has_print_rules() -> None:
     assert path is not None
     with open(path, encoding="utf-8") as css:
         assert "@media print" in css.read()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_close_running_beside_new_charges_bills_each_charge_exactly_once() -> None:
+    import threading
+
+    account = services.create_account(
+        kind="business", name="Busy Co", country="US", currency="USD", now=JULY
+    )
+    for _ in range(20):
+        charge(account)
+    start = threading.Barrier(9)
+    failures: list[BaseException] = []
+
+    def charge_more(worker: int) -> None:
+        try:
+            start.wait()
+            for n in range(15):
+                charge(account, message_id=f"busy-{worker}-{n}")
+        except BaseException as error:  # reported below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    def close_august() -> None:
+        try:
+            start.wait()
+            close(account)
+        except BaseException as error:  # reported below
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=charge_more, args=(w,)) for w in range(8)]
+    threads.append(threading.Thread(target=close_august))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    (invoice,) = Invoice.objects.filter(account=account)
+    (line,) = invoice.lines.all()
+    billed = MessageCharge.objects.filter(invoice=invoice)
+    assert line.quantity == billed.count() >= 20
+    assert line.exact_amount == sum(c.amount for c in billed)
+    assert MessageCharge.objects.filter(account=account).count() == 20 + 8 * 15
