@@ -5,11 +5,13 @@ verified badge that only a paid Premium plan gives."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from billing import services
@@ -273,3 +275,17 @@ def test_the_account_list_takes_a_fixed_number_of_queries(
     with django_assert_num_queries(2):
         answer = crm.get("/api/v1/billing/accounts")
     assert len(answer.json()["results"]) == 12
+
+
+@given(seconds=st.integers(min_value=0, max_value=31 * 86400 - 1))
+def test_an_upgrade_never_costs_more_than_the_difference_for_the_whole_month(
+    seconds: int,
+) -> None:
+    at = DEC_1 + timedelta(seconds=seconds)
+
+    charged = services.prorated(Decimal("29.00"), start=DEC_1, end=JAN_1, at=at)
+
+    assert Decimal(0) < charged <= Decimal("29.00")
+    assert abs(charged - Decimal("29.00") * (31 * 86400 - seconds) / (31 * 86400)) <= Decimal(
+        "0.0000005"
+    )

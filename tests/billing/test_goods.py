@@ -8,6 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from billing import gateways, services
@@ -253,3 +256,36 @@ def test_bad_goods_requests_get_a_problem_never_a_500(
 
     assert answer.status_code == status
     assert answer["Content-Type"] == "application/problem+json"
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    price=st.decimals(min_value=Decimal("0.01"), max_value=Decimal("999.99"), places=2),
+    cuts=st.lists(st.integers(min_value=1, max_value=99), max_size=5),
+)
+def test_refunds_in_any_parts_reverse_exactly_the_commission(
+    casa: BillingAccount, price: Decimal, cuts: list[int]
+) -> None:
+    with transaction.atomic():
+        product = services.create_product(seller_id=casa.pk, type="guide", title="G", price=price)
+        bought = buy(product, f"p-{price}-{len(cuts)}")
+        for n, percent in enumerate(cuts):
+            left = bought.amount - bought.refunded
+            part = (left * percent / 100).quantize(Decimal("0.01"))
+            if Decimal(0) < part < left:
+                services.refund(
+                    refund_id=f"r-{bought.pk}-{n}", purchase_id=bought.purchase_id, amount=part
+                )
+            bought.refresh_from_db()
+        services.refund(refund_id=f"r-{bought.pk}-last", purchase_id=bought.purchase_id)
+        bought.refresh_from_db()
+        reversed_total = sum((r.commission_reversed for r in bought.refunds.all()), Decimal(0))
+
+        assert bought.status == "refunded"
+        assert bought.refunded == price
+        assert reversed_total == bought.commission_reversed == bought.commission
+        transaction.set_rollback(True)
