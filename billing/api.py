@@ -215,7 +215,6 @@ class MessagesView(APIView):
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
         charge, created = services.charge_message(account_id=values.pop("account"), **values)
-        charge = MessageCharge.objects.select_related("rate_card").get(pk=charge.pk)
         return Response(ChargeOut(charge).data, status=201 if created else 200)
 
 

@@ -404,6 +404,23 @@ def test_pricing_needs_the_billing_write_scope(api_client: Any, acme: BillingAcc
     assert answer.status_code == 403
 
 
+def test_pricing_a_message_takes_a_fixed_number_of_queries(
+    router: APIClient, acme: BillingAccount, django_assert_num_queries: Any
+) -> None:
+    router.post("/api/v1/billing/messages", message_body(acme), format="json")  # token cached
+
+    # savepoints 4; the message id, the account, the card, its markets; the account's
+    # share lock; the volume row (get, lock), the tiers; the insert, the count
+    body = message_body(acme)
+    with django_assert_num_queries(14):
+        answer = router.post("/api/v1/billing/messages", body, format="json")
+    assert answer.status_code == 201
+    # a replay: the service's savepoint (2), the charge by message id, its card
+    with django_assert_num_queries(4):
+        replay = router.post("/api/v1/billing/messages", body, format="json")
+    assert replay.status_code == 200
+
+
 # --- concurrency -----------------------------------------------------------------------------
 
 
