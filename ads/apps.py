@@ -7,6 +7,8 @@ class AdsConfig(AppConfig):
 
     def ready(self) -> None:
         from ads import services
+        from billing.services import register_entry_window_check
         from consent.services import register_erasure_hook
 
         register_erasure_hook(services.erase_subject_data)
+        register_entry_window_check(services.entry_window_open)

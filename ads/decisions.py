@@ -18,8 +18,9 @@ A decision runs in a fixed order, and the order is what keeps it honest:
 6. the decision is logged with the features and purposes it used.
 
 Events (`record_event`) are idempotent per decision and type, charge the campaign
-under its row lock, and a click on a click-to-chat ad opens the 72-hour free-entry
-window that billing honours (`open_chat_window`).
+under its row lock (and report the charge to the advertiser's billing account), and
+a click on a click-to-chat ad opens the 72-hour free-entry window that billing honours
+(`open_chat_window`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from ads.models import (
     Ad,
     AdDecision,
     AdEvent,
+    Advertiser,
     Campaign,
     CampaignDay,
     ChatEntryWindow,
@@ -67,6 +69,7 @@ from ads.models import (
     SubjectFeatures,
     TargetingRule,
 )
+from billing import services as billing_services
 from consent import rules, selectors
 from consent.errors import Conflict, InvalidValue, NotFound
 from consent.models import Subject
@@ -561,6 +564,8 @@ def record_event(
         impressions=F("impressions") + (0 if is_click else 1),
         clicks=F("clicks") + (1 if is_click else 0),
     )
+    if cost > 0:
+        _report_spend(campaign=campaign, day=day, is_click=is_click, cost=cost)
     if is_click and campaign.click_to_chat and decision.subject_id is not None:
         ChatEntryWindow.objects.create(
             subject_id=decision.subject_id,
@@ -570,6 +575,29 @@ def record_event(
             expires_at=occurred_at + CHAT_WINDOW,
         )
     return event, True
+
+
+def _report_spend(*, campaign: Campaign, day: date, is_click: bool, cost: Decimal) -> None:
+    """Reports a charge to billing, in the event's transaction, when the advertiser has
+    a billing account (ads → billing: billing imports nothing from ads)."""
+    advertiser = (
+        Advertiser.objects.filter(pk=campaign.advertiser_id, billing_account__isnull=False)
+        .values("billing_account_id", "currency")
+        .first()
+    )
+    if advertiser is None:
+        return
+    billing_services.record_ad_spend(
+        account_id=advertiser["billing_account_id"],
+        campaign_ref=f"ads-campaign-{campaign.pk}",
+        campaign_name=campaign.name,
+        pricing=campaign.pricing,
+        day=day,
+        impressions=0 if is_click else 1,
+        clicks=1 if is_click else 0,
+        amount=cost,
+        currency=advertiser["currency"],
+    )
 
 
 def open_chat_window(*, external_id: str, business: str, at: datetime) -> ChatEntryWindow | None:

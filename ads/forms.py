@@ -34,7 +34,7 @@ def _check(validate: Any, value: str) -> str:
 class AdvertiserForm(forms.ModelForm):
     class Meta:
         model = Advertiser
-        fields = ["name", "country", "currency"]
+        fields = ["name", "country", "currency", "billing_account"]
 
     def clean_country(self) -> str:
         return _check(validators.country, self.cleaned_data["country"])
@@ -44,6 +44,18 @@ class AdvertiserForm(forms.ModelForm):
         if len(currency) != CURRENCY_LENGTH or not currency.isalpha():
             raise ValidationError("Use an ISO 4217 currency code, e.g. USD.")
         return currency
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        account = data.get("billing_account")
+        if account is not None and data.get("currency") and account.currency != data["currency"]:
+            # Spend is reported in the advertiser's currency and invoiced in the account's.
+            self.add_error(
+                "billing_account",
+                f"The billing account is invoiced in {account.currency}, the advertiser "
+                f"spends in {data['currency']}: they must match.",
+            )
+        return data
 
 
 class AdForm(forms.ModelForm):

@@ -36,11 +36,19 @@ def _in(field: str, choices: type[models.TextChoices]) -> Q:
 
 
 class Advertiser(models.Model):
-    """Who pays for campaigns. (Billing accounts take this role once billing exists.)"""
+    """Who pays for campaigns: its spend is reported to its billing account, if linked."""
 
     name = models.CharField(max_length=120)
     country = models.CharField(max_length=2)
     currency = models.CharField(max_length=3, default="USD")
+    billing_account = models.ForeignKey(
+        "billing.BillingAccount",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Invoiced for the campaigns' impressions and clicks (billing).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -3,6 +3,8 @@ events in `ads.decisions`; this module holds what the other apps call."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from consent.models import Subject
 
 
@@ -23,3 +25,12 @@ def erase_subject_data(subject: Subject) -> None:
     HiddenAdvertiser.objects.filter(subject=subject).delete()
     ChatEntryWindow.objects.filter(subject=subject).delete()
     AdDecision.objects.filter(subject=subject).delete()
+
+
+def entry_window_open(*, recipient: str, business: str, at: datetime) -> bool:
+    """Registered with `billing.services.register_entry_window_check`: is a click-to-chat
+    window open between the subject and the business at `at`? `business` is the
+    billing account's id as text, which is what a campaign's `click_to_chat` holds."""
+    from ads.decisions import open_chat_window
+
+    return open_chat_window(external_id=recipient, business=business, at=at) is not None

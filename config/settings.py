@@ -190,6 +190,17 @@ SPECTACULAR_SETTINGS = {
         "ConsentSourceEnum": "consent.choices.Source",
         "DenialReasonEnum": "consent.choices.DenialReason",
         "MechanismEnum": "consent.choices.Mechanism",
+        # Billing's enums share field names (kind, type, status) with others'; the
+        # names the others had before billing are kept.
+        "StatusEnum": "consent.choices.RolloutStatus",
+        "KindEnum": "consent.choices.JurisdictionKind",
+        "TypeEnum": "ads.choices.AdEventType",
+        "BillingAccountKindEnum": "billing.choices.AccountKind",
+        "InvoiceKindEnum": "billing.choices.InvoiceKind",
+        "InvoiceLineKindEnum": "billing.choices.LineKind",
+        "ProductTypeEnum": "billing.choices.ProductType",
+        "PurchaseStatusEnum": "billing.choices.PurchaseStatus",
+        "GatewayStatusEnum": "billing.choices.GatewayStatus",
     },
 }
 
@@ -247,6 +258,13 @@ CELERY_BEAT_SCHEDULE |= {
     "purge-signals": {
         "task": "ads.tasks.purge_signals",
         "schedule": crontab(minute=41),
+    },
+}
+CELERY_BEAT_SCHEDULE |= {
+    # Billing: new subscription periods, then every account's invoices for last month.
+    "billing-close-month": {
+        "task": "billing.tasks.close_last_month",
+        "schedule": crontab(day_of_month="1", hour="0", minute="30"),
     },
 }
 # Webhooks: retries back off exponentially from BASE to MAX seconds, then give up.

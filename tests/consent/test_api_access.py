@@ -24,6 +24,8 @@ from rest_framework.views import APIView
 from ads import decisions
 from ads.choices import CampaignStatus, Placement, Pricing
 from ads.models import Ad, AdDecision, AdEvent, Advertiser, Campaign, Signal
+from billing import services as billing_services
+from billing.models import BillingAccount, MessageCharge, Product, Purchase, Refund
 from consent import auth, rollouts, services, webhooks
 from consent.choices import Scope
 from consent.models import (
@@ -114,8 +116,30 @@ def _served_decision() -> str:
     return str(decision.pk)
 
 
+def _billing_account() -> int:
+    return billing_services.create_account(
+        kind="business", name="Casa Verde", country="BR", currency="BRL"
+    ).pk
+
+
+def _product() -> int:
+    return billing_services.create_product(
+        seller_id=_billing_account(), type="guide", title="Guide", price=Decimal("29.00")
+    ).pk
+
+
+def _purchase(method: str = "sandbox_ok") -> Purchase:
+    bought, _ = billing_services.purchase(
+        purchase_id="p-1", product_id=_product(), buyer="alice", payment_method=method
+    )
+    return bought
+
+
 READ = Scope.CONSENT_READ.value
 WRITE = Scope.CONSENT_WRITE.value
+BILLING_READ = Scope.BILLING_READ.value
+BILLING_WRITE = Scope.BILLING_WRITE.value
+BILLING_ACCOUNT = "billing/accounts/<int:account_id>"
 POLICY_READ = Scope.POLICY_READ.value
 POLICY_WRITE = Scope.POLICY_WRITE.value
 ADS_DECIDE = Scope.ADS_DECIDE.value
@@ -273,6 +297,92 @@ OPERATIONS = [
         201,
         lambda: ("ads/events", {"decision_id": _served_decision(), "type": "impression"}),
     ),
+    Operation("GET", "billing/accounts", BILLING_READ, 200, lambda: ("billing/accounts", None)),
+    Operation(
+        "POST",
+        "billing/accounts",
+        BILLING_WRITE,
+        201,
+        lambda: ("billing/accounts", {"name": "Casa Verde", "country": "BR", "currency": "BRL"}),
+    ),
+    Operation(
+        "GET",
+        BILLING_ACCOUNT,
+        BILLING_READ,
+        200,
+        lambda: (f"billing/accounts/{_billing_account()}", None),
+    ),
+    Operation(
+        "PUT",
+        f"{BILLING_ACCOUNT}/plan",
+        BILLING_WRITE,
+        200,
+        lambda: (f"billing/accounts/{_billing_account()}/plan", {"plan": "premium"}),
+    ),
+    Operation(
+        "GET",
+        f"{BILLING_ACCOUNT}/invoices",
+        BILLING_READ,
+        200,
+        lambda: (f"billing/accounts/{_billing_account()}/invoices", None),
+    ),
+    Operation(
+        "POST",
+        "billing/messages",
+        BILLING_WRITE,
+        201,
+        lambda: (
+            "billing/messages",
+            {
+                "message_id": "wamid-1",
+                "account": _billing_account(),
+                "category": "marketing",
+                "template": "spring_sale",
+                "recipient_country": "IN",
+                "delivered_at": "2025-08-12T10:00:00Z",
+                "service_window_open": False,
+                "entry_point_window_open": False,
+            },
+        ),
+    ),
+    Operation(
+        "POST",
+        "billing/products",
+        BILLING_WRITE,
+        201,
+        lambda: (
+            "billing/products",
+            {"seller": _billing_account(), "type": "guide", "title": "Guide", "price": "29.00"},
+        ),
+    ),
+    Operation(
+        "POST",
+        "billing/purchases",
+        BILLING_WRITE,
+        201,
+        lambda: ("billing/purchases", {"purchase_id": "p-1", "product": _product(), "buyer": "bo"}),
+    ),
+    Operation(
+        "POST",
+        "billing/purchases/<str:purchase_id>/refunds",
+        BILLING_WRITE,
+        201,
+        lambda: (f"billing/purchases/{_purchase().purchase_id}/refunds", {"refund_id": "r-1"}),
+    ),
+    Operation(
+        "POST",
+        "billing/gateway-events",
+        BILLING_WRITE,
+        200,
+        lambda: (
+            "billing/gateway-events",
+            {
+                "gateway": "sandbox",
+                "reference": _purchase("sandbox_pending").gateway_reference,
+                "status": "captured",
+            },
+        ),
+    ),
 ]
 
 
@@ -370,6 +480,11 @@ def _state() -> tuple[Any, ...]:
         AdDecision.objects.count(),
         AdEvent.objects.count(),
         Signal.objects.count(),
+        BillingAccount.objects.count(),
+        MessageCharge.objects.count(),
+        Product.objects.count(),
+        list(Purchase.objects.order_by("pk").values_list("pk", "status")),
+        Refund.objects.count(),
     )
 
 

@@ -48,6 +48,8 @@ DEMO_SCOPES = [
     Scope.POLICY_READ,
     Scope.SIGNALS_WRITE,
     Scope.ADS_DECIDE,
+    Scope.BILLING_READ,
+    Scope.BILLING_WRITE,
 ]
 
 
