@@ -26,6 +26,12 @@ def get_account(*, account_id: int) -> BillingAccount:
     return account
 
 
+def account_named(*, name: str) -> BillingAccount | None:
+    """The oldest account with this name (names are not unique: demo data finds its
+    accounts by name)."""
+    return BillingAccount.objects.filter(name=name).order_by("pk").first()
+
+
 def active_subscription(account: BillingAccount) -> Subscription | None:
     """From `accounts()`'s prefetch when present."""
     prefetched = getattr(account, "active_subscriptions", None)

@@ -8,6 +8,7 @@ about individual people is not in the admin at all.
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,7 @@ from ads.models import (
     SubjectFeatures,
     TargetingRule,
 )
+from billing.models import BillingAccount
 from consent.models import MetadataCategory
 from tests.conftest import BILLING_OPS, logged_in
 from tests.factories import SubjectFactory
@@ -436,3 +438,19 @@ def test_pricing_is_read_only_once_a_campaign_has_spent(bo: Client, campaign: Ca
     Campaign.objects.filter(pk=campaign.pk).update(spent=Decimal("0.004"))
 
     assert 'name="pricing"' not in bo.get(page).content.decode()
+
+
+def test_the_demo_advertisers_are_billed_and_the_demo_chat_ad_opens_a_real_business(
+    settings: Any,
+) -> None:
+    settings.DEBUG = True
+
+    call_command("seed_demo_ads", stdout=io.StringIO())
+    call_command("seed_demo_billing", stdout=io.StringIO())
+
+    for advertiser in Advertiser.objects.select_related("billing_account"):
+        assert advertiser.billing_account is not None
+        assert advertiser.billing_account.currency == advertiser.currency
+    business = BillingAccount.objects.get(name="Casa Verde Café")  # made once, not twice
+    assert Campaign.objects.get(name="Ask a plant doctor").click_to_chat == str(business.pk)
+    assert business.products.count() == 2  # the billing seed completed what ads began

@@ -1,8 +1,12 @@
 """python manage.py seed_demo_ads: demo advertisers with campaigns, ads and rules.
 
 One Status campaign priced per 1,000 impressions, one click-to-chat campaign priced
-per click, one campaign in the Channels directory. Safe to run again: advertisers and
-campaigns are found by name, and only what is missing is added.
+per click, one campaign in the Channels directory. Each advertiser is invoiced through
+a billing account of its own, and the click-to-chat ad opens a chat with the demo
+business "Casa Verde Café" (its billing account's id is what `click_to_chat` holds,
+so billing honours the free window a click opens). Accounts the billing seed also
+makes are found by name. Safe to run again: advertisers and campaigns are found by
+name, and only what is missing is added.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from django.utils import timezone
 from ads.choices import FEATURE_TIES, CampaignStatus, Feature, Placement, Pricing
 from ads.forms import clean_rule_values
 from ads.models import Ad, Advertiser, Campaign, TargetingRule
+from billing import selectors as billing_selectors
+from billing import services as billing_services
+from billing.choices import AccountKind
 from consent.models import MetadataCategory
 
 
@@ -33,7 +40,7 @@ class DemoCampaign:
     bid: str
     daily_budget: str
     total_budget: str
-    click_to_chat: str
+    chat_with: str  # the business a click-to-chat ad opens a chat with, or ""
     rules: dict[str, str]
     ad: dict[str, str]
 
@@ -49,7 +56,7 @@ DEMO_CAMPAIGNS = [
         bid="4.00",
         daily_budget="50.00",
         total_budget="1500.00",
-        click_to_chat="",
+        chat_with="",
         rules={Feature.COUNTRY: "US, GB", Feature.AGE_BAND: "25-34, 35-44"},
         ad={
             "headline": "The autumn blend is back",
@@ -67,7 +74,7 @@ DEMO_CAMPAIGNS = [
         bid="0.80",
         daily_budget="40.00",
         total_budget="800.00",
-        click_to_chat="biz-casa-verde",
+        chat_with="Casa Verde Café",
         rules={Feature.LANGUAGE: "pt"},
         ad={
             "headline": "Sua planta está triste?",
@@ -85,7 +92,7 @@ DEMO_CAMPAIGNS = [
         bid="3.00",
         daily_budget="30.00",
         total_budget="600.00",
-        click_to_chat="",
+        chat_with="",
         rules={Feature.CHANNEL_TOPIC: "outdoors, hiking"},
         ad={
             "headline": "Weekend routes, every Friday",
@@ -94,6 +101,27 @@ DEMO_CAMPAIGNS = [
         },
     ),
 ]
+
+
+# Businesses the demo ads open chats with, as the billing seed describes them.
+DEMO_BUSINESSES: dict[str, dict[str, str]] = {
+    "Casa Verde Café": {
+        "kind": AccountKind.BUSINESS,
+        "country": "BR",
+        "currency": "BRL",
+        "plan": "premium",
+    },
+}
+
+
+def _billing_account(*, name: str, kind: str, country: str, currency: str, plan: str) -> Any:
+    """The demo billing account of this name, opened if it does not exist yet."""
+    found = billing_selectors.account_named(name=name)
+    if found is not None:
+        return found
+    return billing_services.create_account(
+        kind=kind, name=name, country=country, currency=currency, plan=plan
+    )
 
 
 class Command(BaseCommand):
@@ -119,6 +147,19 @@ class Command(BaseCommand):
         advertiser, _ = Advertiser.objects.get_or_create(
             name=demo.advertiser, defaults={"country": demo.country, "currency": demo.currency}
         )
+        if advertiser.billing_account_id is None:
+            advertiser.billing_account = _billing_account(
+                name=f"{demo.advertiser} (ads)",
+                kind=AccountKind.ADVERTISER,
+                country=demo.country,
+                currency=demo.currency,
+                plan="free",
+            )
+            advertiser.save(update_fields=["billing_account"])
+        chat = ""
+        if demo.chat_with:
+            business = DEMO_BUSINESSES[demo.chat_with]
+            chat = str(_billing_account(name=demo.chat_with, **business).pk)
         campaign, created = Campaign.objects.get_or_create(
             advertiser=advertiser,
             name=demo.name,
@@ -131,7 +172,7 @@ class Command(BaseCommand):
                 "daily_budget": Decimal(demo.daily_budget),
                 "total_budget": Decimal(demo.total_budget),
                 "frequency_cap": 3,
-                "click_to_chat": demo.click_to_chat,
+                "click_to_chat": chat,
             },
         )
         if not campaign.ads.exists():
