@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum requirements.lock | cut -c1-16)
 PROD_ENV := DEBUG=false SECRET_KEY=ci-only-$(shell head -c 32 /dev/urandom | sha256sum | cut -c1-50) \
 	ALLOWED_HOSTS=parley.example.com DATABASE_URL=sqlite:///var/deploy-check.sqlite3
 
-.PHONY: help venv run test lint typecheck checks ci lock clean system-tools \
+.PHONY: help venv run test lint typecheck checks ci lock clean system-tools messages \
 	bench bench-quick bench-rollout bench-rollout-quick bench-http
 
 help:
@@ -36,15 +36,28 @@ run: venv
 	DEBUG=true $(PY) manage.py rollout_tick
 	@echo ""
 	@echo "  Parley is starting:"
-	@echo "    Privacy dashboard API docs  http://127.0.0.1:8000/api/docs/"
+	@echo "    Privacy dashboard           http://127.0.0.1:8000/dashboard/signin (demo-de-anna / parley-demo)"
+	@echo "    API docs                    http://127.0.0.1:8000/api/docs/"
 	@echo "    OpenAPI schema              http://127.0.0.1:8000/api/schema/"
 	@echo "    Admin (admin / parley-admin) http://127.0.0.1:8000/admin/"
 	@echo "  Stop with Ctrl-C."
 	@echo ""
 	DEBUG=true $(VENV)/bin/honcho --procfile Procfile.dev start
 
-test: venv
+# axe-core for the dashboard's browser tests, from the npm registry. Without npm (or
+# Chromium) those tests are skipped with a notice, except under CI=true.
+node_modules/.package-lock.json: package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the browser tests will be skipped (CI installs it)"; fi
+
+test: venv node_modules/.package-lock.json
 	eval "$$($(PY) -m tests.preflight)" && $(VENV)/bin/pytest $(ARGS)
+
+# Re-extract the dashboard's messages after changing its text, then compile them.
+messages: venv
+	DEBUG=true $(PY) manage.py makemessages -l zh_Hans -l fr -l pt_BR --ignore=.venv \
+		--ignore=node_modules --ignore=tests --ignore=bench --ignore=var --ignore=billing --no-obsolete
+	DEBUG=true $(PY) manage.py compilemessages --ignore=.venv --ignore=node_modules
 
 lint: venv
 	$(VENV)/bin/ruff check .

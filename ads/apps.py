@@ -6,9 +6,11 @@ class AdsConfig(AppConfig):
     name = "ads"
 
     def ready(self) -> None:
-        from ads import services
+        from ads import selectors, services
         from billing.services import register_entry_window_check
+        from consent.selectors import register_export_contributor
         from consent.services import register_erasure_hook
 
         register_erasure_hook(services.erase_subject_data)
+        register_export_contributor("ads", selectors.export_subject_data)
         register_entry_window_check(services.entry_window_open)

@@ -29,3 +29,10 @@ def minor_unit(currency: str) -> Decimal:
 def round_line(amount: Decimal, currency: str) -> Decimal:
     """The rounding of an invoice line to the currency's minor unit, half to even."""
     return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_EVEN)
+
+
+def shown(amount: Decimal, currency: str) -> str:
+    """An amount as people read it: in the currency's minor unit when that is exact
+    (19.90, not 19.900000), otherwise every stored decimal place."""
+    in_minor_units = amount.quantize(minor_unit(currency))
+    return str(in_minor_units if in_minor_units == amount else amount)

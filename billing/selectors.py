@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import Prefetch, QuerySet
 
 from billing.choices import SubscriptionStatus
-from billing.models import BillingAccount, Invoice, InvoiceLine, Subscription
+from billing.models import BillingAccount, Invoice, InvoiceLine, Purchase, Refund, Subscription
+from billing.money import shown
 from consent.errors import NotFound
+from consent.models import Subject
 
 
 def accounts() -> QuerySet[BillingAccount]:
@@ -54,3 +58,38 @@ def account_invoices(*, account_id: int) -> QuerySet[Invoice]:
         .prefetch_related(Prefetch("lines", queryset=InvoiceLine.objects.order_by("position")))
         .order_by("-issued_at", "-id")
     )
+
+
+def export_subject_purchases(subject: Subject) -> dict[str, Any]:
+    """The subject's purchases of digital goods, with their refunds, for their data
+    export (registered with `consent.selectors.register_export_contributor`). A buyer
+    is the platform account id, which is the subject's external id."""
+    purchases = (
+        Purchase.objects.filter(buyer=subject.external_id)
+        .select_related("product", "seller")
+        .prefetch_related(Prefetch("refunds", queryset=Refund.objects.order_by("created_at")))
+        .order_by("created_at", "id")
+    )
+    return {
+        "purchases": [
+            {
+                "purchase_id": purchase.purchase_id,
+                "product": purchase.product.title,
+                "product_type": purchase.product.type,
+                "seller": purchase.seller.name,
+                "amount": shown(purchase.amount, purchase.currency),
+                "currency": purchase.currency,
+                "status": purchase.status,
+                "created_at": purchase.created_at,
+                "refunds": [
+                    {
+                        "refund_id": refund.refund_id,
+                        "amount": shown(refund.amount, refund.currency),
+                        "created_at": refund.created_at,
+                    }
+                    for refund in purchase.refunds.all()
+                ],
+            }
+            for purchase in purchases
+        ]
+    }

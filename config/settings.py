@@ -43,9 +43,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "consent",
     "ads",
     "billing",
@@ -61,6 +63,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in refused for too many failures into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -103,6 +107,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The rate limit of sign-ins comes first; then the ordinary user table.
+AUTHENTICATION_BACKENDS = [
+    "consent.backends.RateLimitBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -118,6 +128,10 @@ LANGUAGES = [
     ("pt-br", "Português (Brasil)"),
 ]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+LANGUAGE_COOKIE_HTTPONLY = True
+LANGUAGE_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -212,6 +226,21 @@ API_TOKEN_CACHE_SECONDS: int = env.int("API_TOKEN_CACHE_SECONDS", default=10)
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24))
 DASHBOARD_LINK_TTL = timedelta(minutes=env.int("DASHBOARD_LINK_TTL_MINUTES", default=5))
 
+# --- Privacy dashboard ------------------------------------------------------------
+# A dashboard session lasts this long after its last change (the sign-in, a saved
+# choice): short, since it reaches a person's privacy settings.
+DASHBOARD_SESSION_AGE = timedelta(minutes=env.int("DASHBOARD_SESSION_MINUTES", default=30))
+# Sign-ins with a password (django-axes): after this many failures from one address or
+# for one username, further attempts are refused until the cool-off has passed.
+AXES_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_TEMPLATE = "dashboard/locked_out.html"
+# Failed attempts are kept (they are the rate limit); successful sign-ins are not logged.
+AXES_DISABLE_ACCESS_LOG = True
+
 # --- Ads ------------------------------------------------------------------------
 # Signals older than this are deleted (and the features recomputed) by a periodic task.
 SIGNAL_RETENTION = timedelta(days=env.int("SIGNAL_RETENTION_DAYS", default=90))
@@ -291,6 +320,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Lockouts and failed sign-ins are warnings; its start-up banner is not news.
+        "axes": {"level": "WARNING"},
     },
 }
 

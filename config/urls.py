@@ -7,6 +7,9 @@ from config.views import healthz
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("", include("consent.dashboard_urls")),
+    path("dashboard/ads/", include("ads.dashboard_urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include("consent.urls")),
     path("api/v1/", include("ads.urls")),
     path("api/v1/", include("billing.urls")),

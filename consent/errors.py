@@ -52,3 +52,17 @@ class IdempotencyKeyReused(ParleyError):
     status = 422
     code = "idempotency-key-reused"
     title = "Idempotency-Key reused with a different request"
+
+
+class LinkUsed(ParleyError):
+    """A dashboard sign-in link that has already signed someone in."""
+
+    status = 410
+    code = "link-used"
+    title = "This link has already been used"
+
+
+class LinkExpired(ParleyError):
+    status = 410
+    code = "link-expired"
+    title = "This link has expired"

@@ -18,8 +18,10 @@ import pycountry
 from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
+from django.utils.translation import gettext_lazy as _
 
 from consent.choices import JurisdictionKind, Mechanism, Region, RolloutStatus
+from consent.dashboard import purpose_description, purpose_name
 from consent.models import Jurisdiction, JurisdictionRule, PolicyVersion, Purpose, RolloutPhase
 
 MAX_REASON_LENGTH = 2000
@@ -307,3 +309,49 @@ class StatisticsFilterForm(forms.Form):
         required=False,
         empty_label="All purposes",
     )
+
+
+# --- the privacy dashboard -----------------------------------------------------------------
+
+
+class SignInForm(forms.Form):
+    """The demo password sign-in (subjects created by `seed_demo`)."""
+
+    username = forms.CharField(label=_("Account id"), max_length=150)
+    password = forms.CharField(
+        label=_("Password"), max_length=128, strip=False, widget=forms.PasswordInput
+    )
+
+
+def _yes(value: str) -> bool:
+    return value == "true"
+
+
+ON_OFF = [("true", _("On")), ("false", _("Off"))]
+
+
+class ChoiceForm(forms.Form):
+    """Turns one purpose on or off."""
+
+    granted = forms.TypedChoiceField(choices=ON_OFF, coerce=_yes)
+
+
+class NoticeForm(forms.Form):
+    """The decisions a policy notice asks for: one required yes/no per purpose, nothing
+    preselected, both answers equal."""
+
+    def __init__(self, *args: Any, purposes: list[Purpose], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.purposes = purposes
+        for purpose in purposes:
+            self.fields[f"purpose_{purpose.key}"] = forms.TypedChoiceField(
+                label=purpose_name(purpose),
+                help_text=purpose_description(purpose),
+                choices=[("true", _("Allow")), ("false", _("Don't allow"))],
+                coerce=_yes,
+                widget=forms.RadioSelect,
+                error_messages={"required": _("Choose “Allow” or “Don't allow”.")},
+            )
+
+    def decisions(self) -> dict[str, bool]:
+        return {p.key: self.cleaned_data[f"purpose_{p.key}"] for p in self.purposes}

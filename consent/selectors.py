@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from consent import rules, sql
+from consent.auth import hash_token
 from consent.choices import EXPLICIT_SOURCES, DenialReason, Mechanism
-from consent.errors import NotFound
+from consent.errors import LinkExpired, LinkUsed, NotFound
 from consent.models import (
     ConsentEvent,
     ConsentState,
+    DashboardLink,
     Jurisdiction,
     JurisdictionRule,
+    MetadataCategory,
     PolicyNotice,
     PolicyVersion,
     Purpose,
@@ -351,3 +355,147 @@ def consent_receipt(*, event: ConsentEvent) -> dict[str, object]:
             "occurredAt": event.occurred_at.isoformat(),
         },
     }
+
+
+# --- the privacy dashboard ---------------------------------------------------------------
+
+
+def dashboard_link(*, raw_token: str, now: datetime, for_update: bool = False) -> DashboardLink:
+    """The sign-in link a raw token names, if it can still sign in.
+
+    Raises `NotFound` (never issued, tampered with, purged, or of an erased subject),
+    `LinkUsed` or `LinkExpired`."""
+    if not raw_token or len(raw_token) > 128:
+        raise NotFound("No such sign-in link.")
+    links = DashboardLink.objects.select_related("subject").filter(
+        token_hash=hash_token(raw_token), subject__erased_at__isnull=True
+    )
+    if for_update:
+        links = links.select_for_update(of=("self",))
+    link = links.first()
+    if link is None:
+        raise NotFound("No such sign-in link.")
+    if link.used_at is not None:
+        raise LinkUsed("This sign-in link has already been used.")
+    if link.expires_at <= now:
+        raise LinkExpired("This sign-in link has expired.")
+    return link
+
+
+def dashboard_subject(*, subject_id: int) -> Subject | None:
+    """The subject a dashboard session belongs to, unless they have been erased since."""
+    return (
+        Subject.objects.select_related("jurisdiction", "policy_version")
+        .filter(pk=subject_id, erased_at__isnull=True)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class PurposeCard:
+    """One purpose as the dashboard shows it: the decision and the metadata it uses."""
+
+    consent: ConsentView
+    categories: list[MetadataCategory]
+
+
+def dashboard_purposes(*, subject: Subject) -> list[PurposeCard]:
+    """Every purpose with a decision for the subject, with its metadata categories."""
+    consents = subject_consents(subject=subject)
+    links = Purpose.categories.through.objects.filter(
+        purpose_id__in=[c.purpose.pk for c in consents]
+    ).select_related("metadatacategory")
+    by_purpose: dict[int, list[MetadataCategory]] = {}
+    for link in links.order_by("metadatacategory__key"):
+        by_purpose.setdefault(link.purpose_id, []).append(link.metadatacategory)
+    return [PurposeCard(c, by_purpose.get(c.purpose.pk, [])) for c in consents]
+
+
+def decidable_notice_purposes(*, subject: Subject, notice: PolicyNotice) -> list[Purpose]:
+    """The purposes a notice asks about that the subject can decide now."""
+    open_keys = {
+        view.purpose.key for view in subject_consents(subject=subject) if view.locked is None
+    }
+    return [p for p in notice.decision_purposes.all() if p.key in open_keys]
+
+
+# Other apps' data about a subject, added to the subject's data export. `consent`
+# imports no other app: they register here when Django starts (their AppConfig.ready).
+ExportContributor = Callable[[Subject], dict[str, Any]]
+_export_contributors: dict[str, ExportContributor] = {}
+
+
+def register_export_contributor(name: str, contributor: ExportContributor) -> None:
+    """`contributor(subject)` returns what app `name` holds about the subject; it
+    appears under `name` in the subject's export."""
+    _export_contributors[name] = contributor
+
+
+def subject_export(*, subject: Subject) -> dict[str, Any]:
+    """Everything Parley holds about a subject, for the subject to download."""
+    events = list(subject_events(subject=subject).order_by("id"))
+    notices = (
+        PolicyNotice.objects.filter(subject=subject)
+        .select_related("version", "previous_version")
+        .prefetch_related("decision_purposes")
+        .order_by("created_at", "id")
+    )
+    data: dict[str, Any] = {
+        "format": "parley-subject-export/1",
+        "subject": {
+            "external_id": subject.external_id,
+            "country": subject.country,
+            "subdivision": subject.subdivision,
+            "language": subject.language,
+            "birth_year": subject.birth_year,
+            "jurisdiction": subject.jurisdiction.code,
+            "policy_version": subject.policy_version.label,
+            "gpc_signalled_at": subject.gpc_signalled_at,
+            "created_at": subject.created_at,
+            "updated_at": subject.updated_at,
+        },
+        "consents": [
+            {
+                "purpose": view.purpose.key,
+                "granted": view.granted,
+                "allowed": view.allowed,
+                "reason": view.reason,
+                "source": view.source,
+                "policy_version": view.policy_version,
+                "updated_at": view.updated_at,
+            }
+            for view in subject_consents(subject=subject)
+        ],
+        "consent_events": [
+            {
+                "id": event.pk,
+                "purpose": event.purpose.key,
+                "granted": event.granted,
+                "source": event.source,
+                "policy_version": event.policy_version.label,
+                "jurisdiction": event.jurisdiction.code,
+                "actor": {"type": event.actor_type, "id": event.actor_id},
+                "occurred_at": event.occurred_at,
+                "notice_version": event.notice_version.label if event.notice_version else None,
+                "language": event.language,
+                "ip_truncated": event.ip_truncated,
+                "user_agent": event.user_agent,
+                "reason": event.reason,
+            }
+            for event in events
+        ],
+        "policy_notices": [
+            {
+                "version": notice.version.label,
+                "title": notice.version.title,
+                "requires_decision": notice.requires_decision,
+                "decision_purposes": [p.key for p in notice.decision_purposes.all()],
+                "created_at": notice.created_at,
+                "resolved_at": notice.resolved_at,
+            }
+            for notice in notices
+        ],
+    }
+    for name, contributor in sorted(_export_contributors.items()):
+        data[name] = contributor(subject)
+    return data

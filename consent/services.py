@@ -662,3 +662,61 @@ def purge_expired(*, now: datetime | None = None) -> dict[str, int]:
     links, _ = DashboardLink.objects.filter(expires_at__lt=now).delete()
     used, _ = DashboardLink.objects.filter(used_at__isnull=False).delete()
     return {"idempotency_records": keys, "dashboard_links": links + used}
+
+
+# --- the privacy dashboard ---------------------------------------------------------------
+
+
+@transaction.atomic
+def redeem_dashboard_link(*, raw_token: str, now: datetime | None = None) -> Subject:
+    """Uses up a sign-in link and returns its subject, whose session may then start.
+
+    The row is locked, so two requests with the same link sign in once. Raises
+    `NotFound` for a link that never existed (or was tampered with), `LinkUsed`,
+    `LinkExpired`; a link of an erased subject is not found."""
+    now = now or timezone.now()
+    link = selectors.dashboard_link(raw_token=raw_token, now=now, for_update=True)
+    link.used_at = now
+    link.save(update_fields=["used_at"])
+    return link.subject
+
+
+@transaction.atomic
+def decide_notice(
+    *,
+    external_id: str,
+    decisions: dict[str, bool],
+    actor: Actor,
+    proof: Proof = NO_PROOF,
+) -> PolicyNotice:
+    """The subject's answer to their pending policy notice: one `user_web` choice per
+    purpose the notice asks about, then the notice is resolved, all or nothing.
+
+    Every purpose the subject can decide (not essential, live, not blocked by an age
+    rule) needs a decision; purposes the subject cannot change are left as they are.
+    A notice that asks for no decision is resolved by reading it (`decisions` empty)."""
+    subject = _lock_subject(external_id)
+    notice = selectors.pending_notice(subject=subject)
+    if notice is None:
+        raise NotFound("No pending policy notice.")
+    subject = selectors.get_subject(external_id=external_id)
+    decidable = selectors.decidable_notice_purposes(subject=subject, notice=notice)
+    asked = {purpose.key for purpose in decidable}
+    unknown = sorted(set(decisions) - asked)
+    if unknown:
+        raise InvalidValue(f"The notice does not ask about: {', '.join(unknown)}.")
+    missing = sorted(asked - set(decisions))
+    if missing:
+        raise InvalidValue(f"Decisions still needed for: {', '.join(missing)}.")
+    for purpose in decidable:
+        record_choice(
+            external_id=external_id,
+            purpose_key=purpose.key,
+            granted=decisions[purpose.key],
+            source=Source.USER_WEB,
+            actor=actor,
+            proof=proof,
+        )
+    notice.resolved_at = timezone.now()
+    notice.save(update_fields=["resolved_at"])
+    return notice
