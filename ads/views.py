@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from ads import selectors, services
 from ads.choices import Feature, Placement
 from ads.models import AdDecision
-from consent.dashboard import error_page, page, purpose_name, subject_page
+from consent.dashboard import bad_request_page, not_found_page, page, purpose_name, subject_page
 from consent.errors import NotFound
 from consent.models import Purpose, Subject
 
@@ -59,34 +59,18 @@ def ads(request: HttpRequest, subject: Subject) -> HttpResponse:
     return page(request, "dashboard/ads.html", context, subject=subject)
 
 
-def _not_yours(request: HttpRequest, subject: Subject) -> HttpResponse:
-    return error_page(
-        request,
-        status=404,
-        heading=_("Not found"),
-        detail=_("There is nothing here for your account."),
-        subject=subject,
-    )
-
-
 @subject_page
 @require_POST
 def hide(request: HttpRequest, subject: Subject) -> HttpResponse:
     form = HideForm(request.POST)
     if not form.is_valid():
-        return error_page(
-            request,
-            status=400,
-            heading=_("That did not work"),
-            detail=_("The form was incomplete or not valid. Go back and try again."),
-            subject=subject,
-        )
+        return bad_request_page(request, subject)
     try:
         advertiser = services.hide_advertiser(
             subject=subject, decision_id=form.cleaned_data["decision"]
         )
     except NotFound:
-        return _not_yours(request, subject)
+        return not_found_page(request, subject)
     messages.success(
         request,
         _("You will not see ads from %(advertiser)s again.") % {"advertiser": advertiser.name},
@@ -100,7 +84,7 @@ def unhide(request: HttpRequest, subject: Subject, advertiser_id: int) -> HttpRe
     try:
         services.show_advertiser_again(subject=subject, advertiser_id=advertiser_id)
     except NotFound:
-        return _not_yours(request, subject)
+        return not_found_page(request, subject)
     messages.success(request, _("The advertiser is no longer hidden."))
     return redirect("dashboard-ads")
 

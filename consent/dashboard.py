@@ -176,6 +176,27 @@ def error_page(
     )
 
 
+def not_found_page(request: HttpRequest, subject: Subject | None) -> HttpResponse:
+    """Another subject's record, or one that does not exist: the same answer for both."""
+    return error_page(
+        request,
+        status=404,
+        heading=_("Not found"),
+        detail=_("There is nothing here for your account."),
+        subject=subject,
+    )
+
+
+def bad_request_page(request: HttpRequest, subject: Subject | None) -> HttpResponse:
+    return error_page(
+        request,
+        status=400,
+        heading=_("That did not work"),
+        detail=_("The form was incomplete or not valid. Go back and try again."),
+        subject=subject,
+    )
+
+
 # --- words --------------------------------------------------------------------------------
 
 # The seeded purposes and metadata categories in every language the dashboard speaks.

@@ -28,10 +28,12 @@ from consent import selectors, services
 from consent.choices import Source
 from consent.dashboard import (
     actor_of,
+    bad_request_page,
     category_name,
     error_page,
     gpc_requested,
     locked_reason,
+    not_found_page,
     page,
     proof_of,
     public_page,
@@ -78,24 +80,8 @@ def refused(request: HttpRequest, subject: Subject | None, exc: ParleyError) -> 
             subject=subject,
         )
     if isinstance(exc, NotFound):
-        return error_page(
-            request,
-            status=404,
-            heading=_("Not found"),
-            detail=_("There is nothing here for your account."),
-            subject=subject,
-        )
-    return bad_request(request, subject)
-
-
-def bad_request(request: HttpRequest, subject: Subject | None) -> HttpResponse:
-    return error_page(
-        request,
-        status=400,
-        heading=_("That did not work"),
-        detail=_("The form was incomplete or not valid. Go back and try again."),
-        subject=subject,
-    )
+        return not_found_page(request, subject)
+    return bad_request_page(request, subject)
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -203,7 +189,7 @@ def choice(request: HttpRequest, subject: Subject, purpose_key: str) -> HttpResp
     """Turns one purpose on or off (`user_web`, with the proof context)."""
     form = ChoiceForm(request.POST)
     if not form.is_valid():
-        return bad_request(request, subject)
+        return bad_request_page(request, subject)
     granted: bool = form.cleaned_data["granted"]
     try:
         state = services.record_choice(
