@@ -25,25 +25,20 @@ a click on a click-to-chat ad opens the 72-hour free-entry window that billing h
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import (
-    Count,
     DecimalField,
     F,
-    IntegerField,
-    OuterRef,
-    Q,
-    Subquery,
-    Value,
 )
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ads.choices import (
@@ -70,6 +65,7 @@ from ads.models import (
     TargetingRule,
 )
 from billing import services as billing_services
+from config import sql
 from consent import rules, selectors
 from consent.errors import Conflict, InvalidValue, NotFound
 from consent.models import Subject
@@ -295,6 +291,41 @@ def day_bounds(now: datetime) -> tuple[date, datetime, datetime]:
     return day, start, start + timedelta(days=1)
 
 
+# The eligible campaigns of a decision in one statement, portable between PostgreSQL
+# and SQLite and prepared on PostgreSQL (`config/sql.py`): plain rows, no ORM query to
+# build on each decision. The subqueries are today's spend, the first active ad, the
+# subject's hides and the subject's impressions of the campaign today.
+_CANDIDATES_SQL = """
+SELECT c.id, c.advertiser_id, c.pricing, c.bid, c.spent, c.total_budget, c.daily_budget,
+       COALESCE((SELECT d.spent FROM {day} d WHERE d.campaign_id = c.id AND d.day = %s), 0),
+       (SELECT MIN(a.id) FROM {ad} a WHERE a.campaign_id = c.id AND a.is_active)
+FROM {campaign} c
+WHERE c.status = %s AND c.placement = %s AND c.starts_at <= %s
+  AND c.spent < c.total_budget
+  AND (c.ends_at IS NULL OR c.ends_at > %s)
+  AND NOT EXISTS (SELECT 1 FROM {hidden} h
+                  WHERE h.subject_id = %s AND h.advertiser_id = c.advertiser_id)
+  AND (SELECT COUNT(*) FROM {event} e JOIN {decision} x ON x.id = e.decision_id
+       WHERE e.type = %s AND x.subject_id = %s AND x.campaign_id = c.id
+         AND x.created_at >= %s AND x.created_at < %s) < c.frequency_cap
+ORDER BY c.id
+"""
+
+_RULES_SQL = 'SELECT campaign_id, feature, "values" FROM {rule} WHERE {campaigns}'
+
+
+def _money(value: object) -> Decimal:
+    """A stored amount as a Decimal (SQLite gives numbers back as floats)."""
+    if isinstance(value, Decimal):
+        return value
+    return Decimal(str(value)).quantize(Decimal("0.0001"))
+
+
+def _json(value: object) -> Any:
+    """A JSON column's value (SQLite gives it back as text)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> list[Candidate]:
     """Campaigns that may serve this subject now, regardless of targeting, as targeting
     sees them.
@@ -302,63 +333,39 @@ def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> li
     Active, scheduled now, for the placement, of an advertiser the subject has not
     hidden, under the subject's frequency cap today, with an active ad, and able to pay
     one more unit within both the total and today's budget. Two queries (the campaigns
-    with their first active ad, then their rules) however many campaigns there are;
-    plain rows, no model instances.
+    with their first active ad, then their rules) however many campaigns there are.
     """
     day, day_start, day_end = day_bounds(now)
-    hidden = HiddenAdvertiser.objects.filter(subject_id=subject_id).values("advertiser_id")
-    spent_today = CampaignDay.objects.filter(campaign_id=OuterRef("pk"), day=day).values("spent")
-    impressions_today = (
-        AdEvent.objects.filter(
-            type=AdEventType.IMPRESSION,
-            decision__subject_id=subject_id,
-            decision__campaign_id=OuterRef("pk"),
-            decision__created_at__gte=day_start,
-            decision__created_at__lt=day_end,
-        )
-        .values("decision__campaign_id")
-        .annotate(n=Count("pk"))
-        .values("n")
+    ops = connection.ops
+    query = _CANDIDATES_SQL.format(
+        day=CampaignDay._meta.db_table,
+        ad=Ad._meta.db_table,
+        campaign=Campaign._meta.db_table,
+        hidden=HiddenAdvertiser._meta.db_table,
+        event=AdEvent._meta.db_table,
+        decision=AdDecision._meta.db_table,
     )
-    # The best ad of a campaign is its oldest active one: ads carry no per-ad
-    # statistics to rank on, and a fixed choice keeps decisions explainable.
-    first_ad = Ad.objects.filter(campaign_id=OuterRef("pk"), is_active=True).order_by("pk")
-    rows = (
-        Campaign.objects.filter(
-            status=CampaignStatus.ACTIVE,
-            placement=placement,
-            starts_at__lte=now,
-            spent__lt=F("total_budget"),
-        )
-        .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
-        .exclude(advertiser_id__in=hidden)
-        .annotate(
-            spent_today=Coalesce(
-                Subquery(spent_today[:1], output_field=MONEY_FIELD),
-                Value(Decimal(0)),
-                output_field=MONEY_FIELD,
-            ),
-            impressions_today=Coalesce(
-                Subquery(impressions_today, output_field=IntegerField()), Value(0)
-            ),
-            ad_id=Subquery(first_ad.values("pk")[:1], output_field=IntegerField()),
-        )
-        .filter(impressions_today__lt=F("frequency_cap"), ad_id__isnull=False)
-        .order_by("pk")
-        .values_list(
-            "pk",
-            "advertiser_id",
-            "pricing",
-            "bid",
-            "spent",
-            "total_budget",
-            "spent_today",
-            "daily_budget",
-            "ad_id",
-        )
-    )
+    moment = ops.adapt_datetimefield_value(now)
+    params = [
+        ops.adapt_datefield_value(day),
+        CampaignStatus.ACTIVE.value,
+        placement,
+        moment,
+        moment,
+        subject_id,
+        AdEventType.IMPRESSION.value,
+        subject_id,
+        ops.adapt_datetimefield_value(day_start),
+        ops.adapt_datetimefield_value(day_end),
+    ]
+    with sql.cursor() as cursor:
+        cursor.execute(query, params)
+        rows = cursor.fetchall()
     able: list[tuple[int, int, str, Decimal, int]] = []
-    for pk, advertiser_id, pricing, bid, spent, total, today, daily, ad_id in rows:
+    for pk, advertiser_id, pricing, bid, spent, total, daily, today, ad_id in rows:
+        if ad_id is None:
+            continue
+        bid, spent, total, daily, today = map(_money, (bid, spent, total, daily, today))
         # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals).
         unit = unit_price(pricing=pricing, bid=bid)
         if spent + unit > total or today + unit > daily:
@@ -366,13 +373,17 @@ def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> li
         able.append((pk, advertiser_id, pricing, bid, ad_id))
     if not able:
         return []
+    campaigns_sql, campaigns_params = sql.any_of("campaign_id", [row[0] for row in able])
     rules: dict[int, list[Rule]] = {}
-    for campaign_id, feature, values in TargetingRule.objects.filter(
-        campaign_id__in=[row[0] for row in able]
-    ).values_list("campaign_id", "feature", "values"):
-        rules.setdefault(campaign_id, []).append(
-            Rule(feature, frozenset(str(v).casefold() for v in values))
+    with sql.cursor() as cursor:
+        cursor.execute(
+            _RULES_SQL.format(rule=TargetingRule._meta.db_table, campaigns=campaigns_sql),
+            campaigns_params,
         )
+        for campaign_id, feature, values in cursor.fetchall():
+            rules.setdefault(campaign_id, []).append(
+                Rule(feature, frozenset(str(v).casefold() for v in _json(values)))
+            )
     return [
         Candidate(
             campaign_id=pk,
@@ -386,7 +397,24 @@ def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> li
     ]
 
 
-# --- deciding ---------------------------------------------------------------------------
+def _features_row(subject_id: int) -> SubjectFeatures | None:
+    """The subject's features as targeting needs them (one prepared query)."""
+    table = SubjectFeatures._meta.db_table
+    with sql.cursor() as cursor:
+        cursor.execute(
+            f"SELECT channel_topics, ad_interactions, city FROM {table} WHERE subject_id = %s",  # noqa: S608 (a table name)
+            [subject_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    topics, interactions, city = row
+    return SubjectFeatures(
+        subject_id=subject_id,
+        channel_topics=_json(topics),
+        ad_interactions=_json(interactions),
+        city=city,
+    )
 
 
 def _log(
@@ -400,7 +428,7 @@ def _log(
     campaign: Campaign | None = None,
     now: datetime,
 ) -> AdDecision:
-    return AdDecision.objects.create(
+    decision = AdDecision(
         subject=subject,
         placement=placement,
         ad=ad,
@@ -413,6 +441,51 @@ def _log(
         price=unit_price(pricing=campaign.pricing, bid=campaign.bid) if campaign else Decimal(0),
         created_at=now,
     )
+    sql.insert(decision)  # prepared: a decision is logged on every request
+    return decision
+
+
+_SERVED_AD_SQL = """
+SELECT a.campaign_id, a.headline, a.body, a.image_url, a.call_to_action,
+       c.advertiser_id, c.name, c.pricing, c.bid, c.click_to_chat, v.name
+FROM {ad} a JOIN {campaign} c ON c.id = a.campaign_id JOIN {advertiser} v ON v.id = c.advertiser_id
+WHERE a.id = %s
+"""
+
+
+def _served_ad(ad_id: int) -> Ad:
+    """The chosen ad with its campaign and advertiser, as the answer shows them (one
+    prepared query; the instances are not saved back)."""
+    query = _SERVED_AD_SQL.format(
+        ad=Ad._meta.db_table, campaign=Campaign._meta.db_table, advertiser=Advertiser._meta.db_table
+    )
+    with sql.cursor() as cursor:
+        cursor.execute(query, [ad_id])
+        row = cursor.fetchone()
+    if row is None:  # deleted between choosing and showing: not expected, not silent
+        raise Ad.DoesNotExist(f"ad {ad_id}")
+    campaign_id, headline, body, image_url, cta, advertiser_id, name, pricing, bid, chat, who = row
+    advertiser = Advertiser(pk=advertiser_id, name=who)
+    campaign = Campaign(
+        pk=campaign_id,
+        advertiser=advertiser,
+        name=name,
+        pricing=pricing,
+        bid=_money(bid),
+        click_to_chat=chat,
+    )
+    ad = Ad(
+        pk=ad_id,
+        campaign=campaign,
+        headline=headline,
+        body=body,
+        image_url=image_url,
+        call_to_action=cta,
+    )
+    for instance in (advertiser, campaign, ad):
+        instance._state.adding = False
+        instance._state.db = connection.alias
+    return ad
 
 
 def decide(
@@ -437,9 +510,25 @@ def decide(
         country=str(context.get("country", "")).upper(),
         language=str(context.get("language", "")),
     )
-    try:
-        subject = selectors.get_subject(external_id=external_id)
-    except NotFound:
+    # The subject and the same consent check every other service gets, for all of
+    # ads' purposes, in one query; a purpose missing from the reference data allows
+    # nothing.
+    checked, checks = selectors.subject_checks(external_id=external_id, purpose_keys=AD_PURPOSES)
+    if checked is None and not checks:  # no ad purpose at all: is the subject known?
+        try:
+            found = selectors.get_subject(external_id=external_id)
+        except NotFound:
+            found = None
+        if found is not None:
+            checked = selectors.CheckedSubject(
+                found.pk,
+                found.external_id,
+                found.country,
+                found.language,
+                found.birth_year,
+                found.policy_version.label,
+            )
+    if checked is None:
         return _log(
             subject=None,
             placement=placement,
@@ -447,12 +536,15 @@ def decide(
             reason=DecisionReason.UNKNOWN_SUBJECT,
             now=now,
         )
-
-    # The same consent check every other service gets, for all of ads' purposes in
-    # one query; a purpose missing from the reference data allows nothing.
-    checks = selectors.check_purposes(external_id=subject.external_id, purpose_keys=AD_PURPOSES)
+    subject = Subject(
+        pk=checked.pk,
+        external_id=checked.external_id,
+        country=checked.country,
+        language=checked.language,
+        birth_year=checked.birth_year,
+    )
     personalization = checks.get(PERSONALIZATION)
-    if personalization is None or subject.policy_version.label < personalization.introduced_in:
+    if personalization is None or checked.policy_version < personalization.introduced_in:
         return _log(
             subject=subject,
             placement=placement,
@@ -463,10 +555,11 @@ def decide(
 
     allowed = frozenset(key for key, check in checks.items() if check.results[0].allowed)
     if PERSONALIZATION in allowed:
-        row = SubjectFeatures.objects.filter(subject=subject).first()
         features = allowed_features(
             context=request,
-            profile=profile_of(subject=subject, features=row, on=day_bounds(now)[0]),
+            profile=profile_of(
+                subject=subject, features=_features_row(subject.pk), on=day_bounds(now)[0]
+            ),
             allowed_purposes=allowed,
         )
     else:
@@ -484,7 +577,7 @@ def decide(
             features=features,
             now=now,
         )
-    ad = Ad.objects.select_related("campaign__advertiser").get(pk=choice.candidate.ad_id)
+    ad = _served_ad(choice.candidate.ad_id)
     campaign = ad.campaign
     return _log(
         subject=subject,

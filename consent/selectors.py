@@ -12,7 +12,8 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from consent import rules, sql
+from config import sql
+from consent import rules
 from consent.auth import hash_token
 from consent.choices import EXPLICIT_SOURCES, DenialReason, Mechanism
 from consent.errors import LinkExpired, LinkUsed, NotFound
@@ -83,7 +84,8 @@ def get_subject(*, external_id: str) -> Subject:
 _CHECK_SQL = """
 SELECT p.key, p.essential, p.gpc_applies, p.profiling, v.label,
        s.external_id, s.birth_year, sv.label, j.consent_age, j.opt_in_below_age,
-       j.minor_age, j.profiling_ads_to_minors_banned, r.mechanism, st.granted, st.source
+       j.minor_age, j.profiling_ads_to_minors_banned, r.mechanism, st.granted, st.source,
+       s.id, s.country, s.language
 FROM {purpose} p
 JOIN {version} v ON v.id = p.introduced_in_id
 LEFT JOIN {subject} s ON {subjects} AND s.erased_at IS NULL
@@ -103,10 +105,24 @@ class PurposeCheck:
     results: list[CheckResult]
 
 
+@dataclass(frozen=True)
+class CheckedSubject:
+    """A subject as the check's query read it: enough to act on the answer (the ad
+    decision does) without loading the subject again."""
+
+    pk: int
+    external_id: str
+    country: str
+    language: str
+    birth_year: int | None
+    policy_version: str
+
+
 def _check(
     *, match: str, purposes: Sequence[int | str], external_ids: Sequence[str]
-) -> dict[str, PurposeCheck]:
-    """Purpose key -> one result per id asked (in order), for the purposes found."""
+) -> tuple[dict[str, PurposeCheck], dict[str, CheckedSubject]]:
+    """Purpose key -> one result per id asked (in order), for the purposes found; and
+    the subjects found, by external id."""
     if len(external_ids) > MAX_BULK_CHECK:
         raise ValueError(f"at most {MAX_BULK_CHECK} subjects per check")
     wanted = list(dict.fromkeys(external_ids))
@@ -128,6 +144,7 @@ def _check(
     on = today()
     answers: dict[str, dict[str, CheckResult]] = {}
     introduced_in: dict[str, str] = {}
+    subjects: dict[str, CheckedSubject] = {}
     for (
         key,
         essential,
@@ -144,11 +161,18 @@ def _check(
         mechanism,
         granted,
         source,
+        subject_pk,
+        country,
+        language,
     ) in rows:
         found = answers.setdefault(key, {})
         introduced_in[key] = introduced
         if external_id is None:
             continue
+        if external_id not in subjects:
+            subjects[external_id] = CheckedSubject(
+                subject_pk, external_id, country, language, birth_year, version_label
+            )
         reason = rules.check(
             live=rules.is_live(
                 introduced_label=introduced,
@@ -170,13 +194,14 @@ def _check(
         )
         found[external_id] = CheckResult(external_id, reason is None, reason)
     unknown = DenialReason.UNKNOWN_SUBJECT
-    return {
+    checks = {
         key: PurposeCheck(
             introduced_in[key],
             [found.get(i) or CheckResult(i, False, unknown) for i in external_ids],
         )
         for key, found in answers.items()
     }
+    return checks, subjects
 
 
 def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[CheckResult]:
@@ -185,7 +210,7 @@ def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[Chec
     Results come back in the order asked, one per id (duplicates answered twice);
     an unknown or erased subject is never allowed.
     """
-    answers = _check(match="id", purposes=[purpose.pk], external_ids=external_ids)
+    answers, _ = _check(match="id", purposes=[purpose.pk], external_ids=external_ids)
     if purpose.key not in answers:  # deleted since it was read
         return [CheckResult(i, False, DenialReason.UNKNOWN_SUBJECT) for i in external_ids]
     return answers[purpose.key].results
@@ -194,7 +219,7 @@ def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[Chec
 def check_consent_by_key(*, purpose_key: str, external_ids: Sequence[str]) -> list[CheckResult]:
     """`check_consent` for a purpose named by its key, in the same single query (the
     API's hot path: no separate purpose lookup). Raises `NotFound` for an unknown key."""
-    answers = _check(match="key", purposes=[purpose_key], external_ids=external_ids)
+    answers, _ = _check(match="key", purposes=[purpose_key], external_ids=external_ids)
     if purpose_key not in answers:
         raise NotFound(f"No purpose '{purpose_key}'.", field="purpose")
     return answers[purpose_key].results
@@ -203,9 +228,18 @@ def check_consent_by_key(*, purpose_key: str, external_ids: Sequence[str]) -> li
 def check_purposes(*, external_id: str, purpose_keys: Sequence[str]) -> dict[str, PurposeCheck]:
     """The check of several purposes (by key) for one subject, in one query; a key that
     names no purpose is missing from the answer (and so allows nothing)."""
+    return subject_checks(external_id=external_id, purpose_keys=purpose_keys)[1]
+
+
+def subject_checks(
+    *, external_id: str, purpose_keys: Sequence[str]
+) -> tuple[CheckedSubject | None, dict[str, PurposeCheck]]:
+    """`check_purposes`, with the subject as the same query read it (None when it is
+    unknown or erased, or when no purpose was found to join it to)."""
     if not purpose_keys:
-        return {}
-    return _check(match="key", purposes=list(purpose_keys), external_ids=[external_id])
+        return None, {}
+    checks, subjects = _check(match="key", purposes=list(purpose_keys), external_ids=[external_id])
+    return subjects.get(external_id), checks
 
 
 @dataclass(frozen=True)

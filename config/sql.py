@@ -1,4 +1,4 @@
-"""Prepared statements for the hot paths (the consent check).
+"""Prepared statements for the hot paths (the consent check, the ad decision).
 
 Django sends every query as text with its parameters bound on the client, so
 PostgreSQL plans each one afresh: for the check's seven-table join that planning
@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import connection, models
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 
@@ -72,3 +72,20 @@ def any_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     if not values:
         return "FALSE", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+def insert(instance: models.Model) -> None:
+    """Inserts a model instance, every concrete field given (its primary key must be
+    set already: no RETURNING), as a prepared statement on PostgreSQL. The values are
+    adapted by the fields themselves, as the ORM would; no signals are sent."""
+    fields = instance._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    params = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
+    ]
+    placeholders = ", ".join(["%s"] * len(fields))
+    table = connection.ops.quote_name(instance._meta.db_table)
+    with cursor() as inserting:
+        inserting.execute(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", params)  # noqa: S608 (names from the model)
+    instance._state.adding = False
+    instance._state.db = connection.alias
