@@ -10,8 +10,6 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,26 +30,13 @@ from billing.choices import (
 from billing.models import BillingAccount, Invoice, MessageCharge, Product, Purchase, Refund
 from consent.api import problems
 from consent.choices import Scope
-from consent.problems import StrictSerializer
+from consent.problems import CursorPage, StrictSerializer
 
 READ, WRITE = Scope.BILLING_READ.value, Scope.BILLING_WRITE.value
 
 
 def money(**kwargs: Any) -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=20, decimal_places=6, **kwargs)
-
-
-class Pagination(CursorPagination):
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 200
-
-    def decode_cursor(self, request: Request) -> Any:
-        try:
-            return super().decode_cursor(request)
-        except NotFound:
-            raise serializers.ValidationError({"cursor": ["Invalid cursor."]}) from None
 
 
 # --- accounts ----------------------------------------------------------------------------
@@ -102,7 +87,7 @@ class PlanIn(StrictSerializer):
 class AccountsView(generics.ListAPIView):
     required_scopes = {"GET": READ, "POST": WRITE}
     serializer_class = AccountOut
-    pagination_class = Pagination
+    pagination_class = CursorPage
 
     def get_queryset(self) -> QuerySet[BillingAccount]:
         return selectors.accounts()
@@ -405,7 +390,7 @@ class InvoiceOut(serializers.Serializer):
 class AccountInvoicesView(generics.ListAPIView):
     required_scopes = {"GET": READ}
     serializer_class = InvoiceOut
-    pagination_class = Pagination
+    pagination_class = CursorPage
 
     def get_queryset(self) -> QuerySet[Invoice]:
         return selectors.account_invoices(account_id=self.kwargs["account_id"])

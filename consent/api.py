@@ -17,8 +17,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import generics, serializers
-from rest_framework.exceptions import NotAuthenticated, NotFound
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -27,7 +26,7 @@ from consent import errors, fastlane, selectors, services
 from consent.auth import ServicePrincipal
 from consent.choices import ActorType, DenialReason, Mechanism, Scope, Source
 from consent.models import ConsentEvent, Jurisdiction, JurisdictionRule, PolicyVersion, Purpose
-from consent.problems import PROBLEM_CONTENT_TYPE, StrictSerializer
+from consent.problems import PROBLEM_CONTENT_TYPE, CursorPage, StrictSerializer
 
 READ, WRITE = Scope.CONSENT_READ.value, Scope.CONSENT_WRITE.value
 POLICY_READ = Scope.POLICY_READ.value
@@ -428,24 +427,10 @@ class ConsentView(APIView):
         return response
 
 
-class EventPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = 200
-
-    def decode_cursor(self, request: Request) -> Any:
-        # DRF answers a bad cursor with 404; the resource exists, the parameter is wrong.
-        try:
-            return super().decode_cursor(request)
-        except NotFound:
-            raise serializers.ValidationError({"cursor": ["Invalid cursor."]}) from None
-
-
 class EventsView(generics.ListAPIView):
     required_scopes = {"GET": READ}
     serializer_class = EventOut
-    pagination_class = EventPagination
+    pagination_class = CursorPage
 
     def get_queryset(self) -> QuerySet[ConsentEvent]:
         subject = selectors.get_subject(external_id=self.kwargs["external_id"])
