@@ -36,35 +36,61 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(name)  # NaN and Infinity are not JSON
 
 
-def _token(request: HttpRequest) -> auth.ServiceToken | None:
+# --- what every fast lane checks (the ads app's decisions take one too) ---------------------
+
+
+def token(request: HttpRequest, scope: str) -> auth.ServiceToken | None:
+    """The bearer token, verified (from the process's cache), if it holds `scope`."""
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw or " " in raw or not raw.isascii():
         return None
-    token = auth.verified_token(raw)
-    if token is None or READ not in token.scopes:
+    verified = auth.verified_token(raw)
+    if verified is None or scope not in verified.scopes:
         return None
-    return token
+    return verified
 
 
-def _plain_id(value: Any) -> bool:
+def plain_text(value: Any, max_length: int) -> bool:
+    """A string the DRF field would take as it is: not empty, not too long, nothing
+    to trim, no NUL or lone surrogate (those it refuses or changes)."""
     return (
         type(value) is str
-        and 0 < len(value) <= MAX_ID_LENGTH
+        and 0 < len(value) <= max_length
         and value == value.strip()
         and "\x00" not in value
         and not _SURROGATE.search(value)
     )
 
 
-def _body(request: HttpRequest) -> tuple[str, list[str]] | None:
+def json_object(request: HttpRequest, keys: set[str]) -> dict[str, Any] | None:
+    """The JSON object of the body, if it has exactly these keys; None for anything
+    else (another content type, bad UTF-8, NaN, broken JSON...)."""
     if request.content_type != "application/json":
         return None
     try:
         data = json.loads(request.body.decode("utf-8"), parse_constant=_refuse_constant)
     except ValueError:
         return None
-    if type(data) is not dict or data.keys() != {"purpose", "subjects"}:
+    if type(data) is not dict or data.keys() != keys:
+        return None
+    return data
+
+
+def json_response(payload: dict[str, Any], *, allow: str) -> HttpResponse:
+    """The body DRF's JSON renderer would write, with the view's Allow header."""
+    content = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    response = HttpResponse(content.encode("utf-8"), content_type="application/json")
+    response["Allow"] = allow
+    return response
+
+
+# --- the consent check ---------------------------------------------------------------------
+
+
+def _body(request: HttpRequest) -> tuple[str, list[str]] | None:
+    data = json_object(request, {"purpose", "subjects"})
+    if data is None:
         return None
     purpose, subjects = data["purpose"], data["subjects"]
     if (
@@ -73,7 +99,7 @@ def _body(request: HttpRequest) -> tuple[str, list[str]] | None:
         or not _SLUG.match(purpose)
         or type(subjects) is not list
         or not 0 < len(subjects) <= selectors.MAX_BULK_CHECK
-        or not all(_plain_id(subject) for subject in subjects)
+        or not all(plain_text(subject, MAX_ID_LENGTH) for subject in subjects)
     ):
         return None
     return purpose, subjects
@@ -81,7 +107,7 @@ def _body(request: HttpRequest) -> tuple[str, list[str]] | None:
 
 def consent_check(request: HttpRequest) -> HttpResponse | None:
     """The answer to a plainly valid check, or None to let the DRF view answer."""
-    if request.method != "POST" or _token(request) is None:
+    if request.method != "POST" or token(request, READ) is None:
         return None
     body = _body(request)
     if body is None:
@@ -97,7 +123,4 @@ def consent_check(request: HttpRequest) -> HttpResponse | None:
             {"subject": r.subject, "allowed": r.allowed, "reason": r.reason} for r in results
         ],
     }
-    content = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    response = HttpResponse(content.encode("utf-8"), content_type="application/json")
-    response["Allow"] = "POST, OPTIONS"
-    return response
+    return json_response(payload, allow="POST, OPTIONS")
