@@ -516,14 +516,19 @@ def mark_published(version: PolicyVersion, now: datetime) -> None:
 @transaction.atomic
 def resolve_notice(*, external_id: str, actor: Actor) -> PolicyNotice:
     """The subject has read the pending notice; a notice that asks for decisions is
-    resolved only once every purpose it names has an explicit choice after it."""
+    resolved only once every purpose it names that the subject can decide now has an
+    explicit choice after it. A purpose that has become locked since (an age rule, a
+    move to where it is unavailable) cannot be decided, so it is not waited for."""
     subject = _lock_subject(external_id)
     notice = selectors.pending_notice(subject=subject)
     if notice is None:
         raise NotFound("No pending policy notice.")
+    decidable = selectors.decidable_notice_purposes(
+        subject=selectors.get_subject(external_id=external_id), notice=notice
+    )
     undecided = [
         p.key
-        for p in notice.decision_purposes.all()
+        for p in decidable
         if not ConsentEvent.objects.filter(
             subject=subject,
             purpose=p,

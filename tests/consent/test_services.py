@@ -668,6 +668,25 @@ def test_a_fresh_decision_keeps_an_earlier_explicit_refusal():
     }
 
 
+def test_a_notice_does_not_wait_for_a_purpose_that_has_become_locked():
+    german = SubjectFactory.create(country="DE", birth_year=born(30))
+    publish("2025-06", "DE")
+    notice = selectors.pending_notice(subject=german)
+    assert notice is not None
+    assert {p.key for p in notice.decision_purposes.all()} == {
+        "ads_personalization",
+        "ads_data_sharing",
+    }
+    with pytest.raises(Conflict):
+        services.resolve_notice(external_id=german.external_id, actor=TEST_ACTOR)
+
+    # The birth year is corrected: a 12-year-old cannot consent to either in Germany.
+    services.update_subject(external_id=german.external_id, birth_year=born(12), actor=TEST_ACTOR)
+
+    assert services.resolve_notice(external_id=german.external_id, actor=TEST_ACTOR)
+    assert selectors.pending_notice(subject=refresh(german)) is None
+
+
 def test_a_notice_asking_for_decisions_is_resolved_only_after_them():
     german = SubjectFactory.create(country="DE", birth_year=born(30))
     publish("2025-06", "DE")
