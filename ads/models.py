@@ -175,7 +175,12 @@ class TargetingRule(models.Model):
 class Signal(models.Model):
     """One metadata event, kept for the retention period (`SIGNAL_RETENTION_DAYS`)."""
 
-    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="+")
+    # No database-level foreign key: checking it cost every stored signal a lookup and a
+    # lock of its subject's row (which ingestion holds already). Subjects are never
+    # deleted (a trigger refuses it; erasure deletes their signals first).
+    subject = models.ForeignKey(
+        Subject, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
     type = models.CharField(max_length=32, choices=SignalType.choices)
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)
@@ -208,6 +213,14 @@ class SubjectFeatures(models.Model):
     activity_level = models.CharField(
         max_length=8, choices=ActivityLevel.choices, default=ActivityLevel.NONE
     )
+    # The running totals that let a batch of signals update the row without reading the
+    # subject's history (`ads.features`): every topic's signed weight, when the city was
+    # reported, and the newest activity signals' times (microseconds since the epoch,
+    # newest first). Null weights: a row from before they were kept, rebuilt when next
+    # touched.
+    topic_weights: models.JSONField[dict[str, int] | None] = models.JSONField(null=True, blank=True)
+    city_at = models.DateTimeField(null=True, blank=True)
+    recent_activity: models.JSONField[list[int]] = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

@@ -9,16 +9,16 @@ Three steps, each in its own part of this module:
 2. Ingestion (`ingest`). Each event feeds one purpose (`ads.choices.SIGNAL_TIES`); it
    is stored only if its subject allows that purpose at that moment, otherwise it is
    dropped and counted. An `ad_hidden` event records the hide whatever the consent.
-3. Features (`recompute_features`). A subject's `SubjectFeatures` row is a pure
-   function of their retained, stored signals, recomputed after every change to them
-   (ingestion, the retention purge).
+3. Features (`ads.features`). A subject's `SubjectFeatures` row is a pure function of
+   their retained, stored signals: each batch folds its signals into the rows, the
+   retention purge rebuilds them (`recompute_features`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,18 +27,17 @@ from typing import Any, TypedDict
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
-from django.db.models.expressions import Window
-from django.db.models.fields.json import KT
-from django.db.models.functions import RowNumber
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ads import features
 from ads.choices import SIGNAL_TIES, ActivityLevel, SignalType
 from ads.models import Advertiser, HiddenAdvertiser, Signal, SubjectFeatures
+from config import sql
 from consent import selectors
 from consent.errors import InvalidValue, NotFound
 from consent.models import Subject
@@ -47,8 +46,6 @@ from consent.problems import StrictSerializer
 MAX_EVENTS = 1000
 # Clocks drift; an event stamped a little ahead of ours is still believable.
 FUTURE_TOLERANCE = timedelta(minutes=5)
-# The window `activity_level` counts app sessions and sent messages in.
-ACTIVITY_WINDOW = timedelta(days=7)
 # Subjects recomputed per transaction by the retention purge.
 PURGE_CHUNK = 1000
 
@@ -598,8 +595,8 @@ def _lock_subjects(condition: Q) -> dict[str, int]:
 
     The lock (FOR NO KEY UPDATE, in primary-key order so that two batches cannot
     deadlock) serialises ingestion with consent changes and erasure of the same
-    subjects, and with other batches' feature recomputation: a choice or an erasure
-    that commits first is seen by the consent check that follows; one that comes later
+    subjects, and with other batches' feature updates: a choice or an erasure that
+    commits first is seen by the consent check that follows; one that comes later
     waits. It does not block inserts that merely reference the subject.
     """
     rows = (
@@ -609,6 +606,51 @@ def _lock_subjects(condition: Q) -> dict[str, int]:
         .values_list("external_id", "pk")
     )
     return dict(rows)
+
+
+def _lock_reported(external_ids: set[str]) -> dict[str, int]:
+    """`_lock_subjects` for a batch's subjects: on PostgreSQL one prepared statement
+    with the ids as one array (a thousand ids bound on the client cost more than the
+    lock)."""
+    if not sql.prepared():
+        return _lock_subjects(Q(external_id__in=external_ids))
+    where, params = sql.any_of("external_id", sorted(external_ids))
+    with sql.cursor() as cursor:
+        cursor.execute(
+            f"SELECT external_id, id FROM {Subject._meta.db_table} "  # noqa: S608 (a table name)
+            f"WHERE {where} AND erased_at IS NULL ORDER BY id FOR NO KEY UPDATE",
+            params,
+        )
+        return dict(cursor.fetchall())
+
+
+def _store(signals: list[features.Stored], *, now: datetime) -> None:
+    """Inserts the signals: one COPY on PostgreSQL, the ORM's bulk insert elsewhere."""
+    if connection.vendor != "postgresql":
+        Signal.objects.bulk_create(
+            Signal(
+                subject_id=signal.subject_id,
+                type=signal.type,
+                occurred_at=signal.occurred_at,
+                received_at=now,
+                data=signal.data,
+            )
+            for signal in signals
+        )
+        return
+    statement = (
+        f"COPY {Signal._meta.db_table} (subject_id, type, occurred_at, received_at, data) "
+        "FROM STDIN"
+    )
+    connection.ensure_connection()
+    with (
+        connection.wrap_database_errors,
+        connection.connection.cursor() as raw,
+        raw.copy(statement) as copy,
+    ):
+        for signal in signals:
+            data = json.dumps(signal.data)
+            copy.write_row((signal.subject_id, signal.type, signal.occurred_at, now, data))
 
 
 def _check_advertisers(events: list[dict[str, Any]]) -> None:
@@ -658,7 +700,7 @@ def ingest(*, events: list[dict[str, Any]], now: datetime | None = None) -> Inge
     now = now or timezone.now()
     _check_advertisers(events)
     with transaction.atomic():
-        subjects = _lock_subjects(Q(external_id__in={e["subject"] for e in events}))
+        subjects = _lock_reported({e["subject"] for e in events})
         # Who asks for which purpose: one consent check per purpose, not per event.
         asking: dict[str, set[str]] = defaultdict(set)
         for event in events:
@@ -668,7 +710,7 @@ def ingest(*, events: list[dict[str, Any]], now: datetime | None = None) -> Inge
             purpose: _allowed_subjects(purpose_key=purpose, external_ids=sorted(ids))
             for purpose, ids in asking.items()
         }
-        signals: list[Signal] = []
+        stored: list[features.Stored] = []
         hides: list[HiddenAdvertiser] = []
         for event in events:
             subject_pk = subjects.get(event["subject"])
@@ -683,118 +725,23 @@ def ingest(*, events: list[dict[str, Any]], now: datetime | None = None) -> Inge
             category, purpose = SIGNAL_TIES[event["type"]]
             allowed, covered = answers[purpose]
             if event["subject"] in allowed and category in covered:
-                signals.append(
-                    Signal(
-                        subject_id=subject_pk,
-                        type=event["type"],
-                        occurred_at=event["occurred_at"],
-                        received_at=now,
-                        data={k: v for k, v in event.items() if k not in ENVELOPE_FIELDS},
+                stored.append(
+                    features.Stored(
+                        subject_pk,
+                        event["type"],
+                        event["occurred_at"],
+                        {k: v for k, v in event.items() if k not in ENVELOPE_FIELDS},
                     )
                 )
-        if signals:
-            Signal.objects.bulk_create(signals)
+        if stored:
+            _store(stored, now=now)
         if hides:
             HiddenAdvertiser.objects.bulk_create(hides, ignore_conflicts=True)
-        if signals:
-            _recompute({signal.subject_id for signal in signals}, now=now)
-    return {"accepted": len(signals), "dropped": len(events) - len(signals)}
+        features.add(stored, now=now)
+    return {"accepted": len(stored), "dropped": len(events) - len(stored)}
 
 
-# --- features -------------------------------------------------------------------------
-
-TOPIC_WEIGHTS: dict[str, int] = {
-    SignalType.CHANNEL_FOLLOWED: 1,
-    SignalType.CHANNEL_CONTENT_ENGAGED: 1,
-    SignalType.STATUS_VIEWED: 1,
-    SignalType.CHANNEL_UNFOLLOWED: -1,
-}
-AD_COUNTERS: dict[str, str] = {SignalType.AD_CLICKED: "clicks", SignalType.AD_HIDDEN: "hides"}
-ACTIVITY_TYPES = (SignalType.APP_SESSION, SignalType.MESSAGE_SENT)
-
-
-def activity_level(count: int) -> ActivityLevel:
-    """App sessions plus sent messages in the last 7 days: 0 none, 1-9 low, 10-49
-    medium, 50 or more high."""
-    if count >= 50:
-        return ActivityLevel.HIGH
-    if count >= 10:
-        return ActivityLevel.MEDIUM
-    if count >= 1:
-        return ActivityLevel.LOW
-    return ActivityLevel.NONE
-
-
-def _recompute(subject_ids: set[int], *, now: datetime) -> None:
-    """Features of these subjects from their retained signals, in four queries.
-
-    The signals are aggregated in the database (grouped by subject, type, topics and
-    advertiser), so the rows read grow with the distinct values a subject has, not with
-    how many signals they sent. The caller holds the subjects' locks."""
-    if not subject_ids:
-        return
-    retained = Signal.objects.filter(
-        subject_id__in=subject_ids, occurred_at__gte=now - settings.SIGNAL_RETENTION
-    ).order_by()
-    groups = retained.values(
-        "subject_id",
-        "type",
-        topics=KT("data__topics"),
-        topic=KT("data__topic"),
-        advertiser=KT("data__advertiser"),
-    ).annotate(
-        count=Count("id"), recent=Count("id", filter=Q(occurred_at__gte=now - ACTIVITY_WINDOW))
-    )
-    with_signals: set[int] = set()
-    topics: dict[int, Counter[str]] = defaultdict(Counter)
-    ads: dict[int, dict[str, dict[str, int]]] = defaultdict(dict)
-    activity: Counter[int] = Counter()
-    for group in groups:
-        subject_id, kind, count = group["subject_id"], group["type"], group["count"]
-        with_signals.add(subject_id)
-        if kind in TOPIC_WEIGHTS:
-            names = json.loads(group["topics"]) if group["topics"] else []
-            names += [group["topic"]] if group["topic"] else []
-            for name in names:
-                topics[subject_id][name] += TOPIC_WEIGHTS[kind] * count
-        elif kind in AD_COUNTERS:
-            counters = ads[subject_id].setdefault(
-                str(group["advertiser"]), {"clicks": 0, "hides": 0}
-            )
-            counters[AD_COUNTERS[kind]] += count
-        if kind in ACTIVITY_TYPES:
-            activity[subject_id] += group["recent"]
-    # The city of each subject's latest app session that names one (later id on a tie).
-    latest = Window(
-        RowNumber(),
-        partition_by=[F("subject_id")],
-        order_by=[F("occurred_at").desc(), F("id").desc()],
-    )
-    cities = dict(
-        retained.filter(type=SignalType.APP_SESSION, data__has_key="city")
-        .annotate(rank=latest)
-        .filter(rank=1)
-        .values_list("subject_id", KT("data__city"))
-    )
-    SubjectFeatures.objects.filter(subject_id__in=subject_ids - with_signals).delete()
-    if not with_signals:
-        return
-    SubjectFeatures.objects.bulk_create(
-        [
-            SubjectFeatures(
-                subject_id=subject_id,
-                channel_topics={t: w for t, w in sorted(topics[subject_id].items()) if w > 0},
-                ad_interactions=dict(sorted(ads[subject_id].items())),
-                city=cities.get(subject_id) or "",
-                activity_level=activity_level(activity[subject_id]),
-                updated_at=now,
-            )
-            for subject_id in sorted(with_signals)
-        ],
-        update_conflicts=True,
-        unique_fields=["subject"],
-        update_fields=["channel_topics", "ad_interactions", "city", "activity_level", "updated_at"],
-    )
+# --- features (ads.features) -----------------------------------------------------------
 
 
 @transaction.atomic
@@ -809,7 +756,7 @@ def recompute_features(subject_ids: Iterable[int], *, now: datetime | None = Non
     """
     ids = set(subject_ids)
     _lock_subjects(Q(pk__in=ids))
-    _recompute(ids, now=now or timezone.now())
+    features.rebuild(ids, now=now or timezone.now())
 
 
 def _stale_activity(now: datetime) -> list[int]:
@@ -817,9 +764,9 @@ def _stale_activity(now: datetime) -> list[int]:
     window: their level may have to go down though no signal of theirs changed."""
     left_window = Signal.objects.filter(
         subject_id=OuterRef("subject_id"),
-        type__in=ACTIVITY_TYPES,
-        occurred_at__lt=now - ACTIVITY_WINDOW,
-        occurred_at__gte=OuterRef("updated_at") - ACTIVITY_WINDOW,
+        type__in=features.ACTIVITY_TYPES,
+        occurred_at__lt=now - features.ACTIVITY_WINDOW,
+        occurred_at__gte=OuterRef("updated_at") - features.ACTIVITY_WINDOW,
     )
     return list(
         SubjectFeatures.objects.exclude(activity_level=ActivityLevel.NONE)
@@ -849,7 +796,7 @@ def purge_expired_signals(now: datetime | None = None) -> int:
             _lock_subjects(Q(pk__in=chunk))
             count, _ = expired.filter(subject_id__in=chunk).delete()
             deleted += count
-            _recompute(set(chunk), now=now)
+            features.rebuild(set(chunk), now=now)
     stale = _stale_activity(now)
     for start in range(0, len(stale), PURGE_CHUNK):
         recompute_features(stale[start : start + PURGE_CHUNK], now=now)

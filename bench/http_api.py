@@ -113,9 +113,12 @@ INSERT INTO bench_topics VALUES
   (3, '{"technology": 4}', 'London'),
   (4, '{"music": 2, "fashion": 1}', '');
 
+-- Without their running totals (topic_weights null): the first signal of such a
+-- subject rebuilds the row from the stored signals, as after an upgrade.
 INSERT INTO ads_subjectfeatures
-  (subject_id, channel_topics, ad_interactions, city, activity_level, updated_at)
-SELECT s.id, t.topics, '{}'::jsonb, t.city, 'medium', now()
+  (subject_id, channel_topics, ad_interactions, city, activity_level, updated_at,
+   recent_activity)
+SELECT s.id, t.topics, '{}'::jsonb, t.city, 'medium', now(), '[]'::jsonb
 FROM consent_subject s JOIN bench_topics t ON t.k = s.id %% 5
 WHERE s.id %% 2 = 0;
 

@@ -27,7 +27,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from ads import signals, tasks
+from ads import features, signals, tasks
 from ads.choices import SIGNAL_TIES, ActivityLevel, SignalType
 from ads.models import Advertiser, HiddenAdvertiser, Signal, SubjectFeatures
 from consent import selectors, services
@@ -698,7 +698,7 @@ def test_features_follow_later_batches(alice):
     ],
 )
 def test_activity_level_thresholds(count, level):
-    assert signals.activity_level(count) == level
+    assert features.activity_level(count) == level
 
 
 def test_activity_counts_sessions_and_messages_of_the_last_seven_days(alice):
@@ -867,6 +867,63 @@ def test_features_equal_a_reference_aggregation_of_what_was_stored(
         }
         assert actual == expected
     assert Signal.objects.count() == sum(len(a) for a in accepted.values())
+    # Rebuilt from the stored signals, each row is exactly what the batches built up,
+    # running totals included.
+    for subject in (alice, dieter_personalized):
+        built_up = stored_row(subject)
+        signals.recompute_features([subject.pk], now=now)
+        assert stored_row(subject) == built_up
+
+
+def stored_row(subject: Subject) -> dict[str, Any] | None:
+    row = SubjectFeatures.objects.filter(subject=subject).values().first()
+    return dict(row) if row is not None else None
+
+
+def test_a_batch_reads_only_the_features_row_not_the_history(alice, two_advertisers):
+    many = [event("channel_followed", "alice", topics=["football"])] * 30
+    ingest(many)
+    with CaptureQueriesContext(connection) as queries:
+        ingest([event("channel_unfollowed", "alice", topics=["football"])])
+    assert not [q for q in queries.captured_queries if "ads_signal" in q["sql"]]
+    row = features_of(alice)
+    assert row is not None
+    assert row.channel_topics == {"football": 29}
+    assert row.topic_weights == {"football": 29}
+
+
+def test_a_row_kept_without_running_totals_is_rebuilt_by_the_next_batch(alice):
+    ingest([event("channel_followed", "alice", topics=["football", "music"])])
+    # As a row from before the running totals were kept: targeting fields only.
+    SubjectFeatures.objects.filter(subject=alice).update(
+        topic_weights=None, recent_activity=[], channel_topics={"stale": 9}
+    )
+
+    ingest([event("channel_unfollowed", "alice", topics=["music"])])
+
+    row = stored_row(alice)
+    assert row is not None
+    assert row["channel_topics"] == {"football": 1}
+    assert row["topic_weights"] == {"football": 1}
+
+
+def test_activity_of_a_busy_subject_leaves_the_window_as_time_passes(alice):
+    now = timezone.now()
+    # 60 sessions six days and a half ago: high, and only the newest 50 times are kept.
+    ingest([event("app_session", "alice", occurred_at=iso(now - timedelta(days=6.5)))] * 60)
+    row = features_of(alice)
+    assert row is not None
+    assert row.activity_level == ActivityLevel.HIGH
+    assert len(row.recent_activity) == features.ACTIVITY_KEPT
+
+    # A day later those have left the 7-day window: one new session is "low".
+    later = now + timedelta(days=1)
+    ingest([event("message_sent", "alice", occurred_at=iso(later))], now=later)
+    built_up = stored_row(alice)
+    assert built_up is not None
+    assert built_up["activity_level"] == ActivityLevel.LOW
+    signals.recompute_features([alice.pk], now=later)
+    assert stored_row(alice) == built_up
 
 
 # --- retention -------------------------------------------------------------------------
