@@ -293,13 +293,18 @@ def day_bounds(now: datetime) -> tuple[date, datetime, datetime]:
 
 # The eligible campaigns of a decision in one statement, portable between PostgreSQL
 # and SQLite and prepared on PostgreSQL (`config/sql.py`): plain rows, no ORM query to
-# build on each decision. The subqueries are today's spend, the first active ad, the
-# subject's hides and the subject's impressions of the campaign today.
+# build on each decision. Each row carries its first active ad as the answer shows it,
+# and its targeting rules as one JSON array (`_RULES`), so that choosing and showing
+# need no further query. The subqueries are today's spend, the first active ad, the
+# rules, the subject's hides and the subject's impressions of the campaign today.
 _CANDIDATES_SQL = """
 SELECT c.id, c.advertiser_id, c.pricing, c.bid, c.spent, c.total_budget, c.daily_budget,
        COALESCE((SELECT d.spent FROM {day} d WHERE d.campaign_id = c.id AND d.day = %s), 0),
-       (SELECT MIN(a.id) FROM {ad} a WHERE a.campaign_id = c.id AND a.is_active)
+       a.id, a.headline, a.body, a.image_url, a.call_to_action, c.name, c.click_to_chat,
+       v.name, {rules}
 FROM {campaign} c
+JOIN {advertiser} v ON v.id = c.advertiser_id
+JOIN {ad} a ON a.id = (SELECT MIN(f.id) FROM {ad} f WHERE f.campaign_id = c.id AND f.is_active)
 WHERE c.status = %s AND c.placement = %s AND c.starts_at <= %s
   AND c.spent < c.total_budget
   AND (c.ends_at IS NULL OR c.ends_at > %s)
@@ -311,7 +316,13 @@ WHERE c.status = %s AND c.placement = %s AND c.starts_at <= %s
 ORDER BY c.id
 """
 
-_RULES_SQL = 'SELECT campaign_id, feature, "values" FROM {rule} WHERE {campaigns}'
+# A campaign's rules as a JSON array of [feature, values], in each database's words.
+_RULES = {
+    "postgresql": """(SELECT json_agg(json_build_array(r.feature, r."values"))::text
+                      FROM {rule} r WHERE r.campaign_id = c.id)""",
+    "sqlite": """(SELECT json_group_array(json_array(r.feature, json(r."values")))
+                  FROM {rule} r WHERE r.campaign_id = c.id)""",
+}
 
 
 def _money(value: object) -> Decimal:
@@ -332,18 +343,27 @@ def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> li
 
     Active, scheduled now, for the placement, of an advertiser the subject has not
     hidden, under the subject's frequency cap today, with an active ad, and able to pay
-    one more unit within both the total and today's budget. Two queries (the campaigns
-    with their first active ad, then their rules) however many campaigns there are.
-    """
+    one more unit within both the total and today's budget. One query however many
+    campaigns there are."""
+    return _eligible(subject_id=subject_id, placement=placement, now=now)[0]
+
+
+def _eligible(
+    *, subject_id: int, placement: str, now: datetime
+) -> tuple[list[Candidate], dict[int, Ad]]:
+    """`eligible_candidates`, with each candidate's ad as the answer would show it (its
+    campaign and advertiser attached; the instances are not saved back), by ad id."""
     day, day_start, day_end = day_bounds(now)
     ops = connection.ops
     query = _CANDIDATES_SQL.format(
         day=CampaignDay._meta.db_table,
         ad=Ad._meta.db_table,
         campaign=Campaign._meta.db_table,
+        advertiser=Advertiser._meta.db_table,
         hidden=HiddenAdvertiser._meta.db_table,
         event=AdEvent._meta.db_table,
         decision=AdDecision._meta.db_table,
+        rules=_RULES[connection.vendor].format(rule=TargetingRule._meta.db_table),
     )
     moment = ops.adapt_datetimefield_value(now)
     params = [
@@ -361,40 +381,67 @@ def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> li
     with sql.cursor() as cursor:
         cursor.execute(query, params)
         rows = cursor.fetchall()
-    able: list[tuple[int, int, str, Decimal, int]] = []
-    for pk, advertiser_id, pricing, bid, spent, total, daily, today, ad_id in rows:
-        if ad_id is None:
-            continue
+    candidates: list[Candidate] = []
+    ads: dict[int, Ad] = {}
+    for row in rows:
+        pk, advertiser_id, pricing, bid, spent, total, daily, today, ad_id, *shown, rules = row
         bid, spent, total, daily, today = map(_money, (bid, spent, total, daily, today))
         # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals).
         unit = unit_price(pricing=pricing, bid=bid)
         if spent + unit > total or today + unit > daily:
             continue
-        able.append((pk, advertiser_id, pricing, bid, ad_id))
-    if not able:
-        return []
-    campaigns_sql, campaigns_params = sql.any_of("campaign_id", [row[0] for row in able])
-    rules: dict[int, list[Rule]] = {}
-    with sql.cursor() as cursor:
-        cursor.execute(
-            _RULES_SQL.format(rule=TargetingRule._meta.db_table, campaigns=campaigns_sql),
-            campaigns_params,
-        )
-        for campaign_id, feature, values in cursor.fetchall():
-            rules.setdefault(campaign_id, []).append(
-                Rule(feature, frozenset(str(v).casefold() for v in _json(values)))
+        candidates.append(
+            Candidate(
+                campaign_id=pk,
+                advertiser_id=advertiser_id,
+                pricing=pricing,
+                bid=bid,
+                rules=tuple(
+                    Rule(feature, frozenset(str(v).casefold() for v in _json(values)))
+                    for feature, values in json.loads(rules or "[]")
+                ),
+                ad_id=ad_id,
             )
-    return [
-        Candidate(
-            campaign_id=pk,
-            advertiser_id=advertiser_id,
-            pricing=pricing,
-            bid=bid,
-            rules=tuple(rules.get(pk, ())),
-            ad_id=ad_id,
         )
-        for pk, advertiser_id, pricing, bid, ad_id in able
-    ]
+        ads[ad_id] = _shown_ad(pk, advertiser_id, pricing, bid, ad_id, *shown)
+    return candidates, ads
+
+
+def _shown_ad(
+    campaign_id: int,
+    advertiser_id: int,
+    pricing: str,
+    bid: Decimal,
+    ad_id: int,
+    headline: str,
+    body: str,
+    image_url: str,
+    call_to_action: str,
+    name: str,
+    click_to_chat: str,
+    advertiser_name: str,
+) -> Ad:
+    advertiser = Advertiser(pk=advertiser_id, name=advertiser_name)
+    campaign = Campaign(
+        pk=campaign_id,
+        advertiser=advertiser,
+        name=name,
+        pricing=pricing,
+        bid=bid,
+        click_to_chat=click_to_chat,
+    )
+    ad = Ad(
+        pk=ad_id,
+        campaign=campaign,
+        headline=headline,
+        body=body,
+        image_url=image_url,
+        call_to_action=call_to_action,
+    )
+    for instance in (advertiser, campaign, ad):
+        instance._state.adding = False
+        instance._state.db = connection.alias
+    return ad
 
 
 def _features_row(subject_id: int) -> SubjectFeatures | None:
@@ -443,49 +490,6 @@ def _log(
     )
     sql.insert(decision)  # prepared: a decision is logged on every request
     return decision
-
-
-_SERVED_AD_SQL = """
-SELECT a.campaign_id, a.headline, a.body, a.image_url, a.call_to_action,
-       c.advertiser_id, c.name, c.pricing, c.bid, c.click_to_chat, v.name
-FROM {ad} a JOIN {campaign} c ON c.id = a.campaign_id JOIN {advertiser} v ON v.id = c.advertiser_id
-WHERE a.id = %s
-"""
-
-
-def _served_ad(ad_id: int) -> Ad:
-    """The chosen ad with its campaign and advertiser, as the answer shows them (one
-    prepared query; the instances are not saved back)."""
-    query = _SERVED_AD_SQL.format(
-        ad=Ad._meta.db_table, campaign=Campaign._meta.db_table, advertiser=Advertiser._meta.db_table
-    )
-    with sql.cursor() as cursor:
-        cursor.execute(query, [ad_id])
-        row = cursor.fetchone()
-    if row is None:  # deleted between choosing and showing: not expected, not silent
-        raise Ad.DoesNotExist(f"ad {ad_id}")
-    campaign_id, headline, body, image_url, cta, advertiser_id, name, pricing, bid, chat, who = row
-    advertiser = Advertiser(pk=advertiser_id, name=who)
-    campaign = Campaign(
-        pk=campaign_id,
-        advertiser=advertiser,
-        name=name,
-        pricing=pricing,
-        bid=_money(bid),
-        click_to_chat=chat,
-    )
-    ad = Ad(
-        pk=ad_id,
-        campaign=campaign,
-        headline=headline,
-        body=body,
-        image_url=image_url,
-        call_to_action=cta,
-    )
-    for instance in (advertiser, campaign, ad):
-        instance._state.adding = False
-        instance._state.db = connection.alias
-    return ad
 
 
 def decide(
@@ -566,7 +570,7 @@ def decide(
         # The profile is not even read without personalisation.
         features = contextual_features(request)
 
-    candidates = eligible_candidates(subject_id=subject.pk, placement=placement, now=now)
+    candidates, ads = _eligible(subject_id=subject.pk, placement=placement, now=now)
     choice = choose(candidates=candidates, features=features)
     if choice is None:
         return _log(
@@ -577,7 +581,7 @@ def decide(
             features=features,
             now=now,
         )
-    ad = _served_ad(choice.candidate.ad_id)
+    ad = ads[choice.candidate.ad_id]
     campaign = ad.campaign
     return _log(
         subject=subject,
