@@ -8,7 +8,7 @@ PROD_ENV := DEBUG=false SECRET_KEY=ci-only-$(shell head -c 32 /dev/urandom | sha
 	ALLOWED_HOSTS=parley.example.com DATABASE_URL=sqlite:///var/deploy-check.sqlite3
 
 .PHONY: help venv run test lint typecheck checks ci lock clean system-tools messages \
-	bench bench-quick bench-rollout bench-rollout-quick bench-http
+	bench bench-quick bench-rollout bench-rollout-quick bench-http fuzz
 
 help:
 	@echo "make run    - web server, Celery worker and beat with demo data (SQLite, no servers)"
@@ -52,6 +52,11 @@ node_modules/.package-lock.json: package-lock.json
 
 test: venv node_modules/.package-lock.json
 	eval "$$($(PY) -m tests.preflight)" && $(VENV)/bin/pytest $(ARGS)
+
+# The schema fuzzing at release depth (CI runs it with 25 and 3 examples per operation).
+fuzz: venv
+	eval "$$($(PY) -m tests.preflight)" && FUZZ_MAX_EXAMPLES=500 FUZZ_SCOPE_EXAMPLES=25 \
+		$(VENV)/bin/pytest tests/security/test_schema_fuzz.py -q -s $(ARGS)
 
 # Re-extract the dashboard's messages after changing its text, then compile them.
 messages: venv

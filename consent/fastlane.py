@@ -70,7 +70,7 @@ def json_object(request: HttpRequest, keys: set[str]) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(request.body.decode("utf-8"), parse_constant=_refuse_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deeply: the parser words it
         return None
     if type(data) is not dict or data.keys() != keys:
         return None
