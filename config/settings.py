@@ -100,6 +100,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg prepares a statement only when asked (`prepare=True`): Django's cursors
     # bind on the client and never do, and nothing reaches this count by repetition.
     _options.setdefault("prepare_threshold", 2**31 - 1)
+    # A server that does not answer (not one that refuses: that fails at once) must not
+    # hold a request for the operating system's minutes: it gets a 503 instead.
+    _options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file in development.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
