@@ -260,6 +260,22 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "broker-control"),
         "store_processed": False,
     }
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Requests publish tasks after their commit (webhook deliveries, rollout batches).
+    # Without timeouts a Redis that stops answering (a failover, a half-open connection)
+    # holds that request forever; with them a publish gives up within about two
+    # timeouts (one retry below) and the beat schedule catches up later.
+    _broker_timeout = env.float("CELERY_BROKER_TIMEOUT_SECONDS", default=1.0)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": _broker_timeout,
+        "socket_timeout": _broker_timeout,
+    }
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
