@@ -150,6 +150,16 @@ def test_dashboard_and_admin_pages_answer_a_readable_503_page(pat: Client) -> No
     assert_unavailable_page(admin)
 
 
+def test_the_503_page_speaks_the_visitors_language(db: None) -> None:
+    visitor = Client(raise_request_exception=False, HTTP_ACCEPT_LANGUAGE="fr")
+    with database_down():
+        response = visitor.get("/dashboard/login/some-token")
+
+    assert response.status_code == 503
+    assert '<html lang="fr">' in response.content.decode()
+    assert "<h1>Temporairement indisponible</h1>" in response.content.decode()
+
+
 def test_broker_errors_reaching_a_view_are_a_503(reader: APIClient, monkeypatch) -> None:
     down = kombu.exceptions.OperationalError("Error 111 connecting to redis. Connection refused.")
     monkeypatch.setattr(api.selectors, "subject_consents", mock.Mock(side_effect=down))
