@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,11 @@ from tests.faults.servers import (
 
 PROBLEM = "application/problem+json"
 SCOPES = "consent:read,consent:write,policy:read,policy:write,ads:decide"
-WORKERS, THREADS = 2, 25  # 50 requests can be in the server at once
+# Parallel requests of the concurrency scenario (FAULTS_PARALLEL for a longer run); the
+# server gets a thread, and so a database connection, for each.
+PARALLEL = int(os.environ.get("FAULTS_PARALLEL", "50"))
+WORKERS = 2
+THREADS = max(25, -(-PARALLEL // WORKERS))
 
 
 @dataclass
@@ -164,7 +169,7 @@ class LiveParley:
 
 @pytest.fixture(scope="session")
 def private_postgres() -> Iterator[PrivatePostgres]:
-    cluster = PrivatePostgres()
+    cluster = PrivatePostgres(max_connections=WORKERS * THREADS + 50)
     try:
         with cluster.connect("postgres", autocommit=True) as connection:
             connection.execute("CREATE DATABASE parley")

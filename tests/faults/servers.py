@@ -62,13 +62,14 @@ class PrivatePostgres:
     """A throw-away PostgreSQL cluster in a temporary directory (no fsync: it only
     lives for the test session), listening on 127.0.0.1 on a port of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_connections: int = 150) -> None:
         if not (PG_BIN / "initdb").exists():
             unavailable(f"PostgreSQL 15 ({PG_BIN}/initdb)")
         self.dir = Path(tempfile.mkdtemp(prefix="parley-faults-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
         self.port = free_port()
+        self.max_connections = max_connections
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         subprocess.run(  # noqa: S603 (fixed arguments)
@@ -88,7 +89,8 @@ class PrivatePostgres:
     def options(self) -> str:
         return (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=150"
+            "-c synchronous_commit=off -c full_page_writes=off "
+            f"-c max_connections={self.max_connections}"
         )
 
     def url(self, dbname: str = "parley") -> str:
@@ -236,7 +238,7 @@ class Gunicorn:
                     *("config.wsgi", "--bind", f"127.0.0.1:{port}"),
                     *("--workers", str(workers), "--worker-class", "gthread"),
                     *("--threads", str(threads), "--no-control-socket", "--timeout", "60"),
-                    *("--graceful-timeout", "5", "--log-level", "warning"),
+                    *("--graceful-timeout", "1", "--log-level", "warning"),
                 ],
                 cwd=BASE_DIR,
                 env=env,
@@ -261,7 +263,7 @@ class Gunicorn:
 
     def stop(self) -> None:
         with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGINT)  # quick shutdown
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -23,7 +23,7 @@ from rest_framework.test import APIClient
 from consent import api, rollouts, services, webhooks
 from consent.choices import RolloutStatus
 from consent.models import Rollout, RolloutBatch, RolloutPhase
-from tests.factories import SubjectFactory, publish
+from tests.factories import SubjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +77,6 @@ def assert_unavailable_page(response: Any) -> None:
 
 @pytest.fixture
 def reader() -> APIClient:
-    publish("2025-06")
     SubjectFactory.create(external_id="alice", country="DE", birth_year=1990)
     client = client_for("consent:read", "consent:write", "ads:decide")
     # The token is now in the process's cache: the fast lanes take the request.
