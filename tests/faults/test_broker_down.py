@@ -4,13 +4,16 @@ can still be started, nothing hangs; webhook deliveries wait in the outbox and t
 rollout's batches wait in the database, and both go out once the broker is back.
 
 The Redis stopped is the private one of this test session, never the shared one. Beat
-does not run: where beat would send a task, the test sends it every second.
+does not run: where beat would send a task, the test sends it every second; and it
+restarts the worker if it exited, as a process supervisor would (see `Supervisor`).
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,12 +36,36 @@ def receiver() -> Iterator[Receiver]:
         hooks.stop()
 
 
-def beat_until(condition: Callable[[], bool], what: str, *tasks: str) -> None:
+class Supervisor:
+    """Keeps one Celery worker running, as systemd or Kubernetes would: a worker can
+    exit when Redis goes away while it holds a task (kombu's "Unrecoverable error:
+    AttributeError … 'hostname'" while restoring unacknowledged messages)."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.keep_running()
+
+    def keep_running(self) -> None:
+        if self.started and self.started[-1].poll() is None:
+            return
+        log_path = self.log_dir / f"worker-{len(self.started)}.log"
+        self.started.append(start_worker(name="faults", env=self.env, log_path=log_path))
+
+    def stop(self) -> None:
+        for process in self.started:
+            stop_worker(process)
+
+
+def beat_until(
+    condition: Callable[[], bool], what: str, supervisor: Supervisor, *tasks: str
+) -> None:
     """Sends `tasks` every second, as beat would, until `condition()`."""
     deadline = time.monotonic() + 60
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
+        supervisor.keep_running()
         for task in tasks:
             celery_app.send_task(task)
         time.sleep(1)
@@ -89,13 +116,14 @@ def test_with_redis_hung_or_down_consent_works_and_everything_goes_out_once_it_i
         "ROLLOUT_BATCH_TIMEOUT_SECONDS": "1",
     }
     with worker_broker(live.redis.url, settings, monkeypatch):
-        worker = start_worker(name="faults", env=worker_env, log_path=tmp_path / "worker.log")
+        workers = Supervisor(worker_env, tmp_path)
         try:
             subject = live.register()
             # The pipeline works: registration's defaults arrive.
             beat_until(
                 lambda: event_ids(live, subject) <= delivered(receiver),
                 "the registration's webhooks",
+                workers,
                 "consent.webhook_tasks.deliver_webhooks",
             )
 
@@ -140,10 +168,11 @@ def test_with_redis_hung_or_down_consent_works_and_everything_goes_out_once_it_i
                     and phase_status(live, "2025-06", 1) == "completed"
                 ),
                 "the webhooks and the rollout's first phase",
+                workers,
                 "consent.webhook_tasks.deliver_webhooks",
                 "consent.tasks.rollout_tick",
             )
             assert receiver.rejected == []
         finally:
-            stop_worker(worker)
+            workers.stop()
     wait_until(live.redis.answers, "the private Redis")
