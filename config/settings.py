@@ -102,6 +102,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg prepares a statement only when asked (`prepare=True`): Django's cursors
     # bind on the client and never do, and nothing reaches this count by repetition.
     _options.setdefault("prepare_threshold", 2**31 - 1)
+    # A server that does not answer (not one that refuses: that fails at once) must not
+    # hold a request for the operating system's minutes: it gets a 503 instead.
+    _options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat) share the file in development.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
@@ -259,6 +262,22 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(VAR_DIR / "broker-control"),
         "store_processed": False,
     }
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Requests publish tasks after their commit (webhook deliveries, rollout batches).
+    # Without timeouts a Redis that stops answering (a failover, a half-open connection)
+    # holds that request forever; with them a publish gives up within about two
+    # timeouts (one retry below) and the beat schedule catches up later.
+    _broker_timeout = env.float("CELERY_BROKER_TIMEOUT_SECONDS", default=1.0)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_connect_timeout": _broker_timeout,
+        "socket_timeout": _broker_timeout,
+    }
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
+import kombu.exceptions
+import psycopg
+import redis.exceptions
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -19,6 +24,23 @@ from consent.errors import ParleyError
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# A backing service that is down or restarting: the request may succeed if retried, so
+# it is a 503 with Retry-After, never a 500. Django wraps the driver's errors, but a
+# raw connection (config/sql.py) can raise psycopg's own; the broker (kombu) and a
+# Redis client raise theirs.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+BROKER_ERRORS: tuple[type[Exception], ...] = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+RETRY_AFTER_SECONDS = 5
 
 
 def problem_type(code: str) -> str:
@@ -87,17 +109,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
         return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
 
-    if isinstance(exc, OperationalError | InterfaceError):
-        logger.error("database unavailable: %s", type(exc).__name__)
-        body = problem_body(
-            status_code=503,
-            code="service-unavailable",
-            title="Service unavailable",
-            detail="The database is unavailable; retry shortly.",
-            instance=instance,
-        )
+    unavailable = _unavailable(exc)
+    if unavailable is not None:
+        logger.error("%s unavailable: %s", unavailable, type(exc).__name__)
         return Response(
-            body, status=503, content_type=PROBLEM_CONTENT_TYPE, headers={"Retry-After": "5"}
+            _unavailable_body(unavailable, instance),
+            status=503,
+            content_type=PROBLEM_CONTENT_TYPE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
     if isinstance(exc, Http404):
@@ -137,6 +156,40 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+def _unavailable(exc: BaseException | None) -> str | None:
+    """Which backing service the error says is unavailable, if it is that kind."""
+    if isinstance(exc, DATABASE_ERRORS):
+        return "database"
+    if isinstance(exc, BROKER_ERRORS):
+        return "message broker"
+    return None
+
+
+def _unavailable_body(service: str, instance: str) -> dict[str, Any]:
+    return problem_body(
+        status_code=503,
+        code="service-unavailable",
+        title="Service unavailable",
+        detail=f"The {service} is unavailable; retry shortly.",
+        instance=instance,
+    )
+
+
+def service_unavailable(request: HttpRequest, service: str) -> HttpResponse:
+    """503 with Retry-After: a problem on the API, a plain page elsewhere. Renders
+    without the database or the session (either may be what is down)."""
+    if request.path.startswith("/api/"):
+        response: HttpResponse = JsonResponse(
+            _unavailable_body(service, request.path),
+            status=503,
+            content_type=PROBLEM_CONTENT_TYPE,
+        )
+    else:
+        response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def _page_or_problem(
     request: HttpRequest, status_code: int, code: str, title: str, detail: str
 ) -> HttpResponse | None:
@@ -170,6 +223,12 @@ def handler400(request: HttpRequest, exception: Exception | None = None) -> Http
 def handler500(request: HttpRequest) -> HttpResponse:
     from django.views import defaults
 
+    # Django calls this while handling the exception, so it is still at hand: errors
+    # that escape DRF (the fast lanes, the dashboard, the admin, middleware) and mean a
+    # backing service is down are a 503 too.
+    unavailable = _unavailable(sys.exception())
+    if unavailable is not None:
+        return service_unavailable(request, unavailable)
     return _page_or_problem(
         request,
         status.HTTP_500_INTERNAL_SERVER_ERROR,

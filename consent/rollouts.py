@@ -61,8 +61,18 @@ def _dispatch(batch_ids: list[int]) -> None:
         return
 
     def send() -> None:
-        for batch_id in batch_ids:
-            _send(batch_id)
+        # The batches are committed: a broker that is down must not turn the change
+        # into an error. The tick's watchdog sends what was not sent once they are
+        # past ROLLOUT_BATCH_TIMEOUT; the first failure ends the loop, so a broker that
+        # hangs costs one timeout, not one per batch.
+        try:
+            for batch_id in batch_ids:
+                _send(batch_id)
+        except Exception:
+            logger.warning(
+                "could not enqueue rollout batches; the watchdog will re-send them",
+                exc_info=True,
+            )
 
     transaction.on_commit(send)
 

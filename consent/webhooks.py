@@ -250,17 +250,28 @@ def enqueue_subject_erased(*, subject_pk: int, external_id: str, erased_at: date
     _deliver_after_commit()
 
 
+# After a failed publish, commits in this process skip the nudge for this long: beat
+# sends the delivery task every 10 s anyway, and a broker that hangs would otherwise
+# cost every consent write its timeouts (settings: CELERY_BROKER_TRANSPORT_OPTIONS).
+BROKER_PAUSE_SECONDS = 10.0
+_broker = {"paused_until": 0.0}
+
+
 def schedule_delivery() -> None:
     """Enqueues the delivery task; register it with `transaction.on_commit`.
 
     Never raises: the change is committed whatever happens here, and the beat
-    schedule delivers what an unreachable broker did not.
+    schedule delivers what an unreachable broker did not. After a failure it does not
+    try again for BROKER_PAUSE_SECONDS.
     """
+    if time.monotonic() < _broker["paused_until"]:
+        return
     try:
         from consent.webhook_tasks import deliver_webhooks
 
         deliver_webhooks.delay()
     except Exception:
+        _broker["paused_until"] = time.monotonic() + BROKER_PAUSE_SECONDS
         logger.warning("could not enqueue webhook delivery; beat will pick it up", exc_info=True)
 
 
