@@ -186,7 +186,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["consent.auth.ServiceTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["consent.auth.HasScope"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["consent.limits.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["consent.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "consent.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,

@@ -6,32 +6,20 @@ and DRF's parsers read the stream without that check; one middleware gives every
 endpoint, fast lanes included, the same answer: 413 problem+json for a body longer
 than `DATA_UPLOAD_MAX_MEMORY_SIZE` (1 MiB by default), and for a length that is not a
 number. A path with control characters (NUL included) names nothing: 404 before any
-query sees it. The API's JSON parser refuses JSON nested too deeply, and text with NUL
-characters or unpaired surrogates (PostgreSQL cannot store the one, UTF-8 cannot encode
-the other): 400 instead of a database error."""
+query sees it."""
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Callable
-from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from rest_framework import exceptions, parsers
 
 from consent.problems import PROBLEM_CONTENT_TYPE, problem_body
 
 API_PREFIX = "/api/"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-# A NUL escape, a high surrogate escape not followed by a low one, or a low one not
-# preceded by a high one.
-_UNSAFE_ESCAPE = re.compile(
-    rb"\\u0000"
-    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
 
 
 class BodySizeLimitMiddleware:
@@ -78,19 +66,3 @@ class BodySizeLimitMiddleware:
             instance=request.path,
         )
         return JsonResponse(body, status=status, content_type=PROBLEM_CONTENT_TYPE)
-
-
-class JSONParser(parsers.JSONParser):
-    """DRF's JSON parser, with JSON nested past Python's recursion limit refused as
-    malformed (400) instead of escaping as a RecursionError (500)."""
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        raw = stream.read() if stream is not None else b""
-        if _UNSAFE_ESCAPE.search(raw):
-            raise exceptions.ParseError(
-                "JSON parse error - text may not hold NUL characters or unpaired surrogates."
-            )
-        try:
-            return super().parse(io.BytesIO(raw), media_type, parser_context)
-        except RecursionError:
-            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
