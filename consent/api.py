@@ -493,7 +493,7 @@ class ConsentChecksView(APIView):
     @extend_schema(
         operation_id="consent_checks",
         request=CheckIn,
-        responses={200: CheckOut, **problems(400)},
+        responses={200: CheckOut, **problems(400, 404)},
         summary="Is the purpose allowed for these subjects? (up to 1,000; one query)",
     )
     def post(self, request: Request) -> Response:
