@@ -116,7 +116,7 @@ def test_the_lockout_ends_after_the_cool_off(anna: str, settings: Any) -> None:
 
     # The attempts are as old as the cool-off (plus a minute): they no longer count.
     AccessAttempt.objects.update(
-        attempt_time=AccessAttempt.objects.first().attempt_time  # type: ignore[union-attr]
+        attempt_time=AccessAttempt.objects.first().attempt_time
         - settings.AXES_COOLOFF_TIME
         - timedelta(minutes=1)
     )
