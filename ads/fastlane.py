@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from ads import decisions
 from ads.choices import Placement
 from ads.models import AdDecision
-from consent import fastlane, validators
+from consent import fastlane, ratelimit, validators
 from consent.choices import Scope
 from consent.errors import InvalidValue
 
@@ -82,8 +82,11 @@ def answer(decision: AdDecision) -> dict[str, Any]:
 
 def decide(request: HttpRequest) -> HttpResponse | None:
     """The answer to a plainly valid decision request, or None for the DRF view."""
-    if request.method != "POST" or fastlane.token(request, DECIDE) is None:
+    if request.method != "POST" or (verified := fastlane.token(request, DECIDE)) is None:
         return None
+    throttled = ratelimit.fast_lane_refusal(request, verified)
+    if throttled is not None:
+        return throttled
     parsed = _request(request)
     if parsed is None:
         return None

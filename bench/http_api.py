@@ -60,6 +60,9 @@ TEMPLATE = f"parley_bench_http_{SUBJECTS}"
 RUN_DB = f"parley_bench_http_run_{SUBJECTS}"
 SCRIPTS = ROOT / "var" / "bench"
 SCOPES = "consent:read,ads:decide,signals:write"
+# The load token's rate limit (requests per minute): far above what the load reaches,
+# so the benchmark measures the limiter's cost, never its refusals.
+BENCH_RATE_LIMIT = 2_000_000_000
 
 # --- the template ------------------------------------------------------------------------
 
@@ -184,7 +187,16 @@ def build_template() -> None:
         execute_script(conn, DATASET_SQL, {"n": SUBJECTS})
         conn.commit()
     token = subprocess.run(  # noqa: S603 (our own management command)
-        [sys.executable, "manage.py", "create_service_token", "bench", "--scopes", SCOPES],
+        [
+            sys.executable,
+            "manage.py",
+            "create_service_token",
+            "bench",
+            "--scopes",
+            SCOPES,
+            "--rate-limit",
+            str(BENCH_RATE_LIMIT),
+        ],
         cwd=ROOT,
         env=env,
         check=True,

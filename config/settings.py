@@ -188,6 +188,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["consent.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["consent.ratelimit.TokenRateThrottle"],
     "EXCEPTION_HANDLER": "consent.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -226,6 +227,11 @@ SPECTACULAR_SETTINGS = {
 # How long a web process trusts a token it has verified: the bound on how long a
 # revoked token keeps working in other processes.
 API_TOKEN_CACHE_SECONDS: int = env.int("API_TOKEN_CACHE_SECONDS", default=10)
+
+# The rate limit per service token (consent/ratelimit.py): requests per minute for a
+# token without its own limit, counted in Redis — by default the broker's, when the
+# broker is Redis; without Redis there is no limit.
+API_RATE_LIMIT_PER_MINUTE: int = env.int("API_RATE_LIMIT_PER_MINUTE", default=12_000)
 
 # How long an Idempotency-Key is remembered, and a dashboard link stays valid.
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24))
@@ -278,6 +284,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.2,
 }
+API_RATE_LIMIT_REDIS_URL: str = env.str(
+    "API_RATE_LIMIT_REDIS_URL",
+    default=CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else "",
+)
 CELERY_TASK_ALWAYS_EAGER: bool = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True

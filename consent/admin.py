@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
@@ -342,7 +343,14 @@ class RolloutAdmin(admin.ModelAdmin):
 
 class ServiceTokenInline(ReadOnlyMixin, admin.TabularInline):
     model = ServiceToken
-    fields = ("prefix", "scopes", "created_at", "last_used_at", "revoked_at")
+    fields = (
+        "prefix",
+        "scopes",
+        "rate_limit_per_minute",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    )
     readonly_fields = fields
     extra = 0
 
@@ -357,12 +365,41 @@ class ServiceAccountAdmin(admin.ModelAdmin):
 @admin.register(ServiceToken)
 class ServiceTokenAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Tokens are issued with `manage.py create_service_token` (shown once);
-    here staff see them by prefix and revoke them."""
+    here staff see them by prefix, set their rate limit and revoke them."""
 
-    list_display = ["account", "prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "account",
+        "prefix",
+        "scopes",
+        "rate_limit",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
     list_select_related = ["account"]
     list_filter = ["account"]
     actions = ["revoke"]
+    fields = [
+        "account",
+        "prefix",
+        "scopes",
+        "rate_limit_per_minute",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    readonly_fields = ["account", "prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
+
+    @admin.display(description="rate limit / minute")
+    def rate_limit(self, token: ServiceToken) -> str:
+        if token.rate_limit_per_minute is None:
+            return f"default ({settings.API_RATE_LIMIT_PER_MINUTE})"
+        return str(token.rate_limit_per_minute)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Only the rate limit can be changed (every other field is read-only); a
+        # process's cached copy of the token picks it up within API_TOKEN_CACHE_SECONDS.
+        return request.user.has_perm("consent.change_servicetoken")
 
     @admin.action(description="Revoke the selected tokens", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ServiceToken]) -> None:

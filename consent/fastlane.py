@@ -9,8 +9,9 @@ JSON object with exactly `purpose` (a slug) and `subjects` (1 to 1,000 trimmed s
 of at most 64 characters) — and answers with the body DRF would render. Anything else
 (no or bad token, a missing scope, any doubt about the body, an unknown purpose) goes
 to the DRF view, which decides and words the error, so the lane can only take what
-the view would accept. `tests/consent/test_fastlane.py` checks both give the same
-answers.
+the view would accept. The token's rate limit is counted here (`consent/ratelimit.py`),
+once: a request passed on to the view is not counted again.
+`tests/consent/test_fastlane.py` checks both give the same answers.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
-from consent import auth, selectors
+from consent import auth, ratelimit, selectors
 from consent.choices import Scope
 from consent.errors import NotFound
 
@@ -107,8 +108,11 @@ def _body(request: HttpRequest) -> tuple[str, list[str]] | None:
 
 def consent_check(request: HttpRequest) -> HttpResponse | None:
     """The answer to a plainly valid check, or None to let the DRF view answer."""
-    if request.method != "POST" or token(request, READ) is None:
+    if request.method != "POST" or (verified := token(request, READ)) is None:
         return None
+    throttled = ratelimit.fast_lane_refusal(request, verified)
+    if throttled is not None:
+        return throttled
     body = _body(request)
     if body is None:
         return None

@@ -547,9 +547,12 @@ def resolve_notice(*, external_id: str, actor: Actor) -> PolicyNotice:
 
 
 @transaction.atomic
-def create_service_token(*, name: str, scopes: Iterable[str]) -> tuple[ServiceToken, str]:
+def create_service_token(
+    *, name: str, scopes: Iterable[str], rate_limit_per_minute: int | None = None
+) -> tuple[ServiceToken, str]:
     """Issues a token for the service account `name` (created if new). The raw token
-    is returned once and never stored."""
+    is returned once and never stored. Without `rate_limit_per_minute` the token has
+    the default limit (`API_RATE_LIMIT_PER_MINUTE`)."""
     scope_list = sorted(set(scopes))
     unknown = [s for s in scope_list if s not in Scope.values]
     if unknown or not scope_list:
@@ -559,10 +562,19 @@ def create_service_token(*, name: str, scopes: Iterable[str]) -> tuple[ServiceTo
             else "Give at least one scope.",
             field="scopes",
         )
+    if rate_limit_per_minute is not None and not 0 < rate_limit_per_minute < 2**31:
+        raise InvalidValue(
+            "A rate limit is a number of requests per minute, at least 1.",
+            field="rate_limit_per_minute",
+        )
     account, _ = ServiceAccount.objects.get_or_create(name=name)
     raw = new_raw_token()
     token = ServiceToken.objects.create(
-        account=account, prefix=raw[:12], token_hash=hash_token(raw), scopes=scope_list
+        account=account,
+        prefix=raw[:12],
+        token_hash=hash_token(raw),
+        scopes=scope_list,
+        rate_limit_per_minute=rate_limit_per_minute,
     )
     return token, raw
 

@@ -1,4 +1,5 @@
-"""python manage.py create_service_token NAME --scopes consent:read,consent:write"""
+"""python manage.py create_service_token NAME --scopes consent:read,consent:write
+[--rate-limit N]"""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ class Command(BaseCommand):
             required=True,
             help=f"Comma-separated scopes: {', '.join(Scope.values)}",
         )
+        parser.add_argument(
+            "--rate-limit",
+            type=int,
+            default=None,
+            help="Requests per minute for this token (default: API_RATE_LIMIT_PER_MINUTE)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
         try:
-            token, raw = services.create_service_token(name=options["name"], scopes=scopes)
+            token, raw = services.create_service_token(
+                name=options["name"], scopes=scopes, rate_limit_per_minute=options["rate_limit"]
+            )
         except InvalidValue as exc:
             raise CommandError(exc.detail) from None
         self.stderr.write(
