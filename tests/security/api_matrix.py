@@ -541,7 +541,8 @@ def fingerprint(apps: tuple[str, ...] = ("consent", "ads", "billing")) -> list[A
     )
     with connection.cursor() as cursor:
         cursor.execute(query)
-        return list(cursor.fetchall())
+        # UNION ALL promises no order (a parallel plan interleaves its branches).
+        return sorted(cursor.fetchall())
 
 
 # --- the fast lanes ---------------------------------------------------------------------------
