@@ -57,7 +57,7 @@ SENT: Counter[str] = Counter()
 
 @schemathesis.check
 def counted(ctx: Any, response: Any, case: Any) -> bool | None:
-    SENT[f"{case.method} {case.path}"] += 1
+    SENT[case.operation.label] += 1
     return None
 
 
