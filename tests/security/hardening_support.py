@@ -1,0 +1,121 @@
+"""Helpers of the hardening tests (`test_hardening_*.py`): capturing log records,
+and running Django with production settings in a child process."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import secrets
+import subprocess  # nosec B404: the tests start our own interpreter, nothing else
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from config import logs
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+# What `make checks` uses for its `check --deploy`: production, a real-looking secret.
+PRODUCTION_ENV = {
+    "DEBUG": "false",
+    "ALLOWED_HOSTS": "parley.example.com",
+    "DATABASE_URL": "sqlite:///var/deploy-check.sqlite3",
+    "CELERY_BROKER_URL": "memory://",
+}
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    """The environment of a production process (a fresh random SECRET_KEY)."""
+    return {**PRODUCTION_ENV, "SECRET_KEY": secrets.token_urlsafe(48), **extra}
+
+
+def run_django(env: dict[str, str], code: str = "", *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs `code` after django.setup() (or `manage.py ARGS` when args are given) in a
+    child process with exactly these settings variables (none inherited)."""
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k in {"PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR"}
+    }
+    command = (
+        [sys.executable, "manage.py", *args]
+        if args
+        else [sys.executable, "-c", f"import django; django.setup(); {code}"]
+    )
+    return subprocess.run(  # noqa: S603  # nosec B603: our interpreter, fixed arguments
+        command,
+        env={**inherited, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def settings_of(env: dict[str, str], *names: str) -> dict[str, Any]:
+    """The values of these settings in a process started with `env`."""
+    code = (
+        "import json; from django.conf import settings as s; "
+        f"print(json.dumps({{n: getattr(s, n) for n in {list(names)!r}}}, default=str))"
+    )
+    result = run_django(env, code)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+class Captured(logging.Handler):
+    """Keeps every record, and the JSON line `JsonFormatter` writes for it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.stream = io.StringIO()
+        self.addFilter(logs.RequestIdFilter())
+        self.setFormatter(logs.JsonFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.stream.write(self.format(record) + "\n")
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The per-request lines (`parley.request`)."""
+        return [line for line in self.lines() if line["logger"] == "parley.request"]
+
+
+@contextmanager
+def captured_logs(level: int = logging.INFO) -> Iterator[Captured]:
+    """Every record of every logger at `level` or above while the block runs: the
+    root logger and every logger with a level of its own are opened to `level`."""
+    handler = Captured()
+    root = logging.getLogger()
+    loggers = [root] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    levels = {logger: logger.level for logger in loggers}
+    disabled = {logger: logger.disabled for logger in loggers}
+    for logger in loggers:
+        if logger.level > level or logger is root:
+            logger.setLevel(level)
+        logger.disabled = False
+    # Loggers that do not pass their records up (django.server) get the handler too.
+    islands = [logger for logger in loggers if not logger.propagate]
+    for logger in [root, *islands]:
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger in [root, *islands]:
+            logger.removeHandler(handler)
+        for logger, old in levels.items():
+            logger.setLevel(old)
+            logger.disabled = disabled[logger]
