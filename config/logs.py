@@ -29,7 +29,6 @@ import re
 import time
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from datetime import UTC, datetime
 from typing import Any
 
 from django.core.signals import request_finished
@@ -130,12 +129,16 @@ def _log_request(
     account_id = meta.get(ACCOUNT_KEY)
     user_id = None if account_id is not None else _user_id(request)
     remote = meta.get("REMOTE_ADDR")
-    access_logger.info(
+    # The record is made and handled directly: the caller lookup `info()` would do
+    # (a walk up the stack) tells nothing here and is a tenth of the line's cost.
+    record = access_logger.makeRecord(
+        access_logger.name,
+        logging.INFO,
+        __file__,
+        0,
         "%s %s %s %sms",
-        request.method,
-        route or "-",
-        response.status_code,
-        duration_ms,
+        (request.method, route or "-", response.status_code, duration_ms),
+        None,
         extra={
             "request_id": request_id,
             "method": request.method,
@@ -147,6 +150,7 @@ def _log_request(
             "client_ip": truncate_ip(remote) if remote else None,
         },
     )
+    access_logger.handle(record)
 
 
 # --- logging ---------------------------------------------------------------------------
@@ -214,20 +218,35 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         request_id = record.__dict__.get("request_id")
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _utc_time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
             "request_id": request_id if request_id not in (None, "-") else _request_id.get(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRIBUTES and isinstance(value, _JSON_SCALARS):
+        fields = record.__dict__
+        for key in fields.keys() - _RECORD_ATTRIBUTES:
+            value = fields[key]
+            if isinstance(value, _JSON_SCALARS):
                 entry[key] = value
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+_last_second: tuple[int, str] = (-1, "")
+
+
+def _utc_time(created: float) -> str:
+    """ISO 8601 in UTC with milliseconds; the part up to the second is reused while
+    the second lasts (a third of the cost of formatting a datetime each time)."""
+    global _last_second
+    second = int(created)
+    if _last_second[0] != second:
+        _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_last_second[1]}.{int((created - second) * 1000):03d}+00:00"
 
 
 # --- Celery ----------------------------------------------------------------------------
