@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import secrets
-import subprocess  # nosec B404: the tests start our own interpreter, nothing else
+import subprocess  # nosec B404 # the tests start our own interpreter, nothing else
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,7 +46,7 @@ def run_django(env: dict[str, str], code: str = "", *args: str) -> subprocess.Co
         if args
         else [sys.executable, "-c", f"import django; django.setup(); {code}"]
     )
-    return subprocess.run(  # noqa: S603  # nosec B603: our interpreter, fixed arguments
+    return subprocess.run(  # noqa: S603  # nosec B603 # our interpreter, fixed arguments
         command,
         env={**inherited, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
         cwd=BASE_DIR,
@@ -57,15 +57,40 @@ def run_django(env: dict[str, str], code: str = "", *args: str) -> subprocess.Co
     )
 
 
-def settings_of(env: dict[str, str], *names: str) -> dict[str, Any]:
-    """The values of these settings in a process started with `env`."""
-    code = (
-        "import json; from django.conf import settings as s; "
-        f"print(json.dumps({{n: getattr(s, n) for n in {list(names)!r}}}, default=str))"
+_VARIANTS = """
+import json, os, runpy, sys
+base = dict(os.environ)
+out = []
+for env, names in json.loads(sys.stdin.read()):
+    os.environ.clear()
+    os.environ.update({**base, **env})
+    try:
+        values = runpy.run_path("config/settings.py")
+    except Exception as exc:
+        out.append({"error": f"{type(exc).__name__}: {exc}"})
+    else:
+        out.append({n: values[n] for n in names})
+print(json.dumps(out, default=str))
+"""
+
+
+def settings_under(*envs: dict[str, str], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The settings module evaluated once per environment, all in one child process:
+    per environment, these settings' values or `{"error": "..."}` if it refused."""
+    inherited = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    result = subprocess.run(  # noqa: S603  # nosec B603 # our interpreter, fixed code
+        [sys.executable, "-c", _VARIANTS],
+        input=json.dumps([[env, list(names)] for env in envs]),
+        env=inherited,
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
-    result = run_django(env, code)
     assert result.returncode == 0, result.stderr
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    answers: list[dict[str, Any]] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answers
 
 
 class Captured(logging.Handler):

@@ -19,7 +19,12 @@ from config import logs
 from config.celery import app as celery_app
 from consent import api, services
 from tests.factories import SubjectFactory
-from tests.security.hardening_support import captured_logs, production_env, run_django
+from tests.security.hardening_support import (
+    captured_logs,
+    production_env,
+    run_django,
+    settings_under,
+)
 
 FRESH_ID = re.compile(r"[0-9a-f]{32}")
 probe_log = logging.getLogger("tests.security.probe")
@@ -268,16 +273,15 @@ def test_production_logs_json_and_development_plain_and_nothing_else() -> None:
     assert production.stdout.split()[0] == "JsonFormatter"
     assert "RequestIdFilter" in production.stdout
 
-    development = run_django({"DEBUG": "true"}, code)
-    assert development.returncode == 0, development.stderr
-    assert development.stdout.split()[0] == "Formatter"
-
-    forced = run_django(production_env(LOG_FORMAT="plain"), code)
-    assert forced.stdout.split()[0] == "Formatter"
-
-    refused = run_django(production_env(LOG_FORMAT="xml"), code)
-    assert refused.returncode != 0
-    assert "LOG_FORMAT must be 'json' or 'plain'" in refused.stderr
+    development, forced, refused = settings_under(
+        {"DEBUG": "true"},
+        production_env(LOG_FORMAT="plain"),
+        production_env(LOG_FORMAT="xml"),
+        names=("LOG_FORMAT", "LOGGING"),
+    )
+    assert development["LOG_FORMAT"] == forced["LOG_FORMAT"] == "plain"
+    assert development["LOGGING"]["handlers"]["console"]["formatter"] == "plain"
+    assert "LOG_FORMAT must be 'json' or 'plain'" in refused["error"]
 
 
 # --- Celery ---------------------------------------------------------------------------------
