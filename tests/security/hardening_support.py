@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import subprocess  # nosec B404 # the tests start our own interpreter, nothing else
 import sys
@@ -14,6 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from django.urls import URLPattern, URLResolver, get_resolver
+from django.urls.resolvers import RegexPattern
 
 from config import logs
 
@@ -144,3 +148,42 @@ def captured_logs(level: int = logging.INFO) -> Iterator[Captured]:
         for logger, old in levels.items():
             logger.setLevel(old)
             logger.disabled = disabled[logger]
+
+
+# --- the URLconf ------------------------------------------------------------------------
+
+# A value for each path converter: the middleware refuses before any lookup, so the
+# values only need to resolve.
+SAMPLES = {"int": "1", "str": "sample", "slug": "analytics", "path": "1", "uuid": None}
+PARAMETER = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
+# The regex patterns of the admin (its app index and catch-all), as addresses.
+REGEX_SAMPLES = {
+    "admin/^(?P<app_label>auth|axes|consent|ads|billing)/$": "admin/consent/",
+    "admin/(?P<url>.*)$": "admin/no-such-page",
+}
+
+
+def url_routes() -> list[tuple[str, URLPattern]]:
+    """Every URL pattern of the project with its full route, from the URLconf."""
+    return list(_walk(get_resolver().url_patterns))
+
+
+def _walk(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _walk(pattern.url_patterns, prefix + str(pattern.pattern))
+        else:
+            yield prefix + str(pattern.pattern), pattern
+
+
+def sample_address(route: str, pattern: URLPattern) -> str:
+    """An address the route matches, with a sample value for each parameter."""
+    if isinstance(pattern.pattern, RegexPattern):
+        return "/" + REGEX_SAMPLES[route]
+
+    def sample(match: re.Match[str]) -> str:
+        value = SAMPLES[match["converter"] or "str"]
+        assert value is not None, f"no sample for {match[0]} in {route}"
+        return value
+
+    return "/" + PARAMETER.sub(sample, route)

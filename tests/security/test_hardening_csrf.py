@@ -7,61 +7,29 @@ covered without touching this file."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.apps import apps
 from django.contrib.auth.models import User
 from django.test import Client
-from django.urls import URLPattern, URLResolver, get_resolver
-from django.urls.resolvers import RegexPattern
 from rest_framework.views import APIView
 
 from consent.auth import ServiceTokenAuthentication
 from consent.dashboard import SESSION_KEY
 from tests.dashboard.conftest import signed_in_client
 from tests.factories import SubjectFactory
-from tests.security.hardening_support import captured_logs
+from tests.security.hardening_support import captured_logs, sample_address, url_routes
 
 pytestmark = pytest.mark.django_db
 
-# A value for each path converter: the middleware refuses before any lookup, so the
-# values only need to resolve.
-SAMPLES = {"int": "1", "str": "sample", "slug": "analytics", "path": "1", "uuid": None}
-_PARAMETER = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
-# The regex patterns of the admin (its app index and catch-all), as addresses.
-REGEX_SAMPLES = {
-    "admin/^(?P<app_label>auth|axes|consent|ads|billing)/$": "admin/consent/",
-    "admin/(?P<url>.*)$": "admin/no-such-page",
-}
 FORM_DATA = {"granted": "true", "username": "x", "password": "y", "name": "forged"}
 
 
-def _walk(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
-    for pattern in patterns:
-        if isinstance(pattern, URLResolver):
-            yield from _walk(pattern.url_patterns, prefix + str(pattern.pattern))
-        else:
-            yield prefix + str(pattern.pattern), pattern
-
-
-def _address(route: str, pattern: URLPattern) -> str:
-    if isinstance(pattern.pattern, RegexPattern):
-        return "/" + REGEX_SAMPLES[route]
-
-    def sample(match: re.Match[str]) -> str:
-        value = SAMPLES[match["converter"] or "str"]
-        assert value is not None, f"no sample for {match[0]} in {route}"
-        return value
-
-    return "/" + _PARAMETER.sub(sample, route)
-
-
-ROUTES = list(_walk(get_resolver().url_patterns))
+ROUTES = url_routes()
 API = [(r, p) for r, p in ROUTES if r.startswith("api/")]
-ADMIN = [_address(r, p) for r, p in ROUTES if r.startswith("admin/")]
-DASHBOARD = [_address(r, p) for r, p in ROUTES if not r.startswith(("api/", "admin/"))]
+ADMIN = [sample_address(r, p) for r, p in ROUTES if r.startswith("admin/")]
+DASHBOARD = [sample_address(r, p) for r, p in ROUTES if not r.startswith(("api/", "admin/"))]
 
 
 def every_row_count() -> dict[str, int]:
@@ -196,7 +164,7 @@ def _api_calls() -> list[tuple[str, str]]:
             continue  # the public schema and its page: read-only, no session involved
         for method in API_METHODS:
             if hasattr(view_class, method):
-                calls.append((method, _address(route, pattern)))
+                calls.append((method, sample_address(route, pattern)))
     return calls
 
 
