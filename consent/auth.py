@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from config import logs
 from consent.models import ServiceToken
 
-TOKEN_PREFIX = "prl_"  # noqa: S105 (a marker, not a secret)
+TOKEN_PREFIX = "prl_"  # noqa: S105 (a marker, not a secret)  # nosec B105
 # last_used_at is informative; writing it on every request would put a write on
 # the hot path of every consent check.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
