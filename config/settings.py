@@ -354,10 +354,10 @@ LOGGING = {
         "django.security.csrf": {"filters": ["redact"]},
         # Lockouts and failed sign-ins are warnings; its start-up banner is not news.
         "axes": {"level": "WARNING"},
-        # One line per request; LOG_REQUESTS=false drops them (e.g. when the proxy
-        # in front already writes access logs).
+        # One line per request at INFO (so LOG_LEVEL=WARNING drops them too);
+        # LOG_REQUESTS=false drops them alone, e.g. when the proxy writes access logs.
         "parley.request": {
-            "level": "INFO" if env.bool("LOG_REQUESTS", default=True) else "WARNING"
+            "level": "NOTSET" if env.bool("LOG_REQUESTS", default=True) else "WARNING"
         },
     },
 }

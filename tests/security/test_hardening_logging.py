@@ -273,15 +273,25 @@ def test_production_logs_json_and_development_plain_and_nothing_else() -> None:
     assert production.stdout.split()[0] == "JsonFormatter"
     assert "RequestIdFilter" in production.stdout
 
-    development, forced, refused = settings_under(
+    development, forced, refused, quiet = settings_under(
         {"DEBUG": "true"},
         production_env(LOG_FORMAT="plain"),
         production_env(LOG_FORMAT="xml"),
+        production_env(LOG_REQUESTS="false"),
         names=("LOG_FORMAT", "LOGGING"),
     )
     assert development["LOG_FORMAT"] == forced["LOG_FORMAT"] == "plain"
     assert development["LOGGING"]["handlers"]["console"]["formatter"] == "plain"
     assert "LOG_FORMAT must be 'json' or 'plain'" in refused["error"]
+    assert quiet["LOGGING"]["loggers"]["parley.request"]["level"] == "WARNING"
+
+
+@pytest.mark.parametrize(("level", "lines"), [(logging.INFO, 1), (logging.WARNING, 0)])
+def test_the_request_lines_follow_the_log_level(client: Client, level: int, lines: int) -> None:
+    with captured_logs() as logged:
+        logging.getLogger().setLevel(level)
+        client.get("/healthz")
+    assert len(logged.requests()) == lines
 
 
 # --- Celery ---------------------------------------------------------------------------------
