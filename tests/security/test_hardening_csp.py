@@ -256,6 +256,7 @@ def test_every_page_has_the_strict_policy_and_no_inline_markup(demo: None) -> No
     # One walk over both, since the demo data takes seconds to build.
     dashboard, admin = dashboard_pages(), admin_pages()
     assert {path: found for path, (_, found) in {**dashboard, **admin}.items() if found} == {}
+    assert [path for path, (status, _) in {**dashboard, **admin}.items() if status >= 500] == []
     shown = {
         name: [path for path, (status, _) in pages.items() if status == 200]
         for name, pages in (("dashboard", dashboard), ("admin", admin))
