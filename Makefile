@@ -13,7 +13,7 @@ PROD_ENV := DEBUG=false SECRET_KEY=ci-only-$(shell head -c 32 /dev/urandom | sha
 help:
 	@echo "make run    - web server, Celery worker and beat with demo data (SQLite, no servers)"
 	@echo "make test   - the test suite against PostgreSQL and Redis (DATABASE_URL, CELERY_BROKER_URL)"
-	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make lint   - ruff check, ruff format --check and bandit"
 	@echo "make typecheck - mypy"
 	@echo "make checks - manage.py check, makemigrations --check, schema validation, check --deploy"
 	@echo "make ci     - everything CI runs"
@@ -64,9 +64,15 @@ messages: venv
 		--ignore=node_modules --ignore=tests --ignore=bench --ignore=var --ignore=billing --no-obsolete
 	DEBUG=true $(PY) manage.py compilemessages --ignore=.venv --ignore=node_modules
 
+# bandit: every check on the project; tests/ without the few that only test code may
+# need (reasons in pyproject.toml [tool.bandit]).
+BANDIT_TEST_SKIPS := B105,B106,B310,B404,B603
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/bandit -q -c pyproject.toml -r . -x ./tests,./.venv,./node_modules,./var
+	$(VENV)/bin/bandit -q -c pyproject.toml -r tests --skip $(BANDIT_TEST_SKIPS)
 
 typecheck: venv
 	DEBUG=true $(VENV)/bin/mypy .

@@ -449,7 +449,7 @@ def _features_row(subject_id: int) -> SubjectFeatures | None:
     table = SubjectFeatures._meta.db_table
     with sql.cursor() as cursor:
         cursor.execute(
-            f"SELECT channel_topics, ad_interactions, city FROM {table} WHERE subject_id = %s",  # noqa: S608 (a table name)
+            f"SELECT channel_topics, ad_interactions, city FROM {table} WHERE subject_id = %s",  # noqa: S608 (a table name)  # nosec # B608
             [subject_id],
         )
         row = cursor.fetchone()

@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
+import subprocess  # nosec B404 # the benchmark starts its own server, migrations and wrk
 import sys
 import time
 import urllib.request
@@ -181,12 +181,12 @@ def build_template() -> None:
     recreate_database(TEMPLATE)
     env = django_env(TEMPLATE)
     migrate = [sys.executable, "manage.py", "migrate", "-v0"]
-    subprocess.run(migrate, cwd=ROOT, env=env, check=True)  # noqa: S603 (our own command)
+    subprocess.run(migrate, cwd=ROOT, env=env, check=True)  # noqa: S603 (our own command)  # nosec B603
     started = time.perf_counter()
     with psycopg.connect(f"{PG}/{TEMPLATE}") as conn:
         execute_script(conn, DATASET_SQL, {"n": SUBJECTS})
         conn.commit()
-    token = subprocess.run(  # noqa: S603 (our own management command)
+    created = subprocess.run(  # noqa: S603 (our own management command)  # nosec B603
         [
             sys.executable,
             "manage.py",
@@ -202,7 +202,8 @@ def build_template() -> None:
         check=True,
         capture_output=True,
         text=True,
-    ).stdout.strip()
+    )
+    token = created.stdout.strip()
     with psycopg.connect(f"{PG}/{TEMPLATE}") as conn:
         conn.execute(
             "INSERT INTO bench_meta VALUES (%s, %s, %s)",
@@ -226,7 +227,7 @@ def template_token() -> str:
 
 
 def start_server() -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(  # noqa: S603 (our own server command)
+    server = subprocess.Popen(  # noqa: S603 (our own server command)  # nosec B603
         [
             str(VENV_BIN / "gunicorn"),
             "config.wsgi",
@@ -249,7 +250,7 @@ def start_server() -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(
+            with urllib.request.urlopen(  # nosec B310 # a fixed http:// URL of the local server
                 urllib.request.Request(
                     f"http://127.0.0.1:{PORT}/healthz", headers={"X-Forwarded-Proto": "https"}
                 ),
@@ -406,7 +407,7 @@ def write_script(load: Load, token: str) -> Path:
 
 
 def wrk(script: Path, path: str, seconds: int) -> dict[str, Any]:
-    result = subprocess.run(  # noqa: S603 (wrk from the system's packages)
+    result = subprocess.run(  # noqa: S603 (wrk from the system's packages)  # nosec B603 B607
         [  # noqa: S607 (found on PATH, like every system tool)
             "wrk",
             f"-t{WRK_THREADS}",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 # the benchmark starts its own migrations, worker and script
 import sys
 import time
 from typing import Any
@@ -128,7 +128,7 @@ CREATE TABLE bench_meta (subjects integer, migrations text);
 def build_template() -> None:
     log(f"building the template database with {SUBJECTS:,} subjects")
     recreate_database(TEMPLATE)
-    subprocess.run(
+    subprocess.run(  # nosec B603 # our interpreter and manage.py
         [sys.executable, "manage.py", "migrate", "-v0"],
         cwd=ROOT,
         env=django_env(TEMPLATE),
@@ -188,7 +188,7 @@ def run_engine() -> tuple[float, int]:
     fresh_copy(ENGINE_DB)
     redis.Redis.from_url(BROKER).flushdb()
     env = django_env(ENGINE_DB, DJANGO_SETTINGS_MODULE="config.settings")
-    worker = subprocess.Popen(  # noqa: S603 (our own worker command)
+    worker = subprocess.Popen(  # noqa: S603 (our own worker command)  # nosec B603
         [
             str(ROOT / ".venv" / "bin" / "celery"),
             "-A",
@@ -207,12 +207,12 @@ def run_engine() -> tuple[float, int]:
     try:
         ping = [str(ROOT / ".venv" / "bin" / "celery"), "-A", "config", "inspect", "ping"]
         for _ in range(60):
-            if subprocess.run(ping, cwd=ROOT, env=env, capture_output=True).returncode == 0:  # noqa: S603
+            if subprocess.run(ping, cwd=ROOT, env=env, capture_output=True).returncode == 0:  # noqa: S603 (the venv's celery)  # nosec B603
                 break
             time.sleep(1)
         else:
             raise RuntimeError("the Celery workers did not come up")
-        result = subprocess.run(  # noqa: S603 (our own interpreter and script)
+        result = subprocess.run(  # noqa: S603 (our own interpreter and script)  # nosec B603
             [sys.executable, "-c", ENGINE_INNER % PHASE_VERSION],
             cwd=ROOT,
             env=env,

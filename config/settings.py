@@ -11,6 +11,7 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # development database, broker folders, beat schedule
@@ -20,13 +21,16 @@ env = environ.Env()
 
 DEBUG: bool = env.bool("DEBUG", default=False)
 
+# Development only: refused below when DEBUG is off.
+_DEV_SECRET_KEY = "dev-only-insecure-key-never-used-in-production"  # noqa: S105  # nosec B105
 if DEBUG:
-    SECRET_KEY: str = env.str(
-        "SECRET_KEY", default="dev-only-insecure-key-never-used-in-production"
-    )
+    SECRET_KEY: str = env.str("SECRET_KEY", default=_DEV_SECRET_KEY)
 else:
-    # No default: a production process without a secret refuses to start.
+    # No default: a production process without a secret refuses to start, and so
+    # does one given an empty secret or the development one.
     SECRET_KEY = env.str("SECRET_KEY")
+    if not SECRET_KEY.strip() or SECRET_KEY == _DEV_SECRET_KEY:
+        raise ImproperlyConfigured("SECRET_KEY must be set to a secret of its own in production.")
 
 ALLOWED_HOSTS: list[str] = env.list(
     "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"] if DEBUG else []
@@ -54,6 +58,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id on every log record, and one log line per request.
+    "config.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # An oversized API body is a 413 before anything reads it.
     "consent.limits.BodySizeLimitMiddleware",
@@ -152,6 +158,9 @@ X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+# No page script reads the cookie: forms carry the token (the dashboard's script
+# sends the form's own FormData).
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
@@ -251,6 +260,9 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_TEMPLATE = "dashboard/locked_out.html"
 # Failed attempts are kept (they are the rate limit); successful sign-ins are not logged.
 AXES_DISABLE_ACCESS_LOG = True
+# Masked in its log lines and in the form data it stores with a failed attempt (the
+# password always is): axes' defaults, and the form's CSRF token.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "csrfmiddlewaretoken"]
 
 # --- Ads ------------------------------------------------------------------------
 # Signals older than this are deleted (and the features recomputed) by a periodic task.
@@ -341,18 +353,43 @@ ROLLOUT_BATCH_TIMEOUT = timedelta(seconds=env.int("ROLLOUT_BATCH_TIMEOUT_SECONDS
 ROLLOUT_BATCH_MAX_ATTEMPTS: int = env.int("ROLLOUT_BATCH_MAX_ATTEMPTS", default=5)
 
 # --- Logging --------------------------------------------------------------------
+# JSON lines in production (config/logs.py), a readable line in development; both
+# carry the request id. Every request writes one record to `parley.request`.
+LOG_FORMAT: str = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'plain', not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "filters": {
+        "request_id": {"()": "config.logs.RequestIdFilter"},
+        "redact": {"()": "config.logs.RedactFilter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "config.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Django writes the raw path of every 4xx/5xx and CSRF failure: sign-in links
+        # hold a token there.
+        "django.request": {"filters": ["redact"]},
+        "django.security.csrf": {"filters": ["redact"]},
         # Lockouts and failed sign-ins are warnings; its start-up banner is not news.
         "axes": {"level": "WARNING"},
+        # One line per request at INFO (so LOG_LEVEL=WARNING drops them too);
+        # LOG_REQUESTS=false drops them alone, e.g. when the proxy writes access logs.
+        "parley.request": {
+            "level": "NOTSET" if env.bool("LOG_REQUESTS", default=True) else "WARNING"
+        },
     },
 }
 

@@ -111,6 +111,6 @@ def insert(instance: models.Model) -> None:
     placeholders = ", ".join(["%s"] * len(fields))
     table = connection.ops.quote_name(instance._meta.db_table)
     with cursor() as inserting:
-        inserting.execute(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", params)  # noqa: S608 (names from the model)
+        inserting.execute(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", params)  # noqa: S608 (names from the model)  # nosec # B608
     instance._state.adding = False
     instance._state.db = connection.alias

@@ -18,9 +18,10 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from config import logs
 from consent.models import ServiceToken
 
-TOKEN_PREFIX = "prl_"  # noqa: S105 (a marker, not a secret)
+TOKEN_PREFIX = "prl_"  # noqa: S105 (a marker, not a secret)  # nosec B105
 # last_used_at is informative; writing it on every request would put a write on
 # the hot path of every consent check.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
@@ -116,6 +117,7 @@ class ServiceTokenAuthentication(BaseAuthentication):
         token = _verified_token(hash_token(raw))
         if token is None:
             raise exceptions.AuthenticationFailed("The token is not valid or has been revoked.")
+        logs.note_account(request, token.account_id)
         return ServicePrincipal(token), token
 
     def authenticate_header(self, request: Request) -> str:

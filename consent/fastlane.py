@@ -22,6 +22,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
+from config import logs
 from consent import auth, ratelimit, selectors
 from consent.choices import Scope
 from consent.errors import NotFound
@@ -49,6 +50,7 @@ def token(request: HttpRequest, scope: str) -> auth.ServiceToken | None:
     verified = auth.verified_token(raw)
     if verified is None or scope not in verified.scopes:
         return None
+    logs.note_account(request, verified.account_id)  # for the request's log line
     return verified
 
 

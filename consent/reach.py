@@ -131,7 +131,7 @@ FROM (
     ) a
   ) b
 ) c
-"""  # noqa: S608 (only constants of this module are interpolated)
+"""  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
 
 
 # The events a `reach` call has just written, with whether their (subject, purpose)
@@ -274,7 +274,7 @@ def reach(
             FROM ({_NEW_EVENTS}) e
             WHERE consent_consentstate.subject_id = e.subject_id
               AND consent_consentstate.purpose_id = e.purpose_id AND e.existing
-            """,  # noqa: S608 (only constants of this module are interpolated)
+            """,  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
             params,
         )
         _run(
@@ -286,7 +286,7 @@ def reach(
                    e.id, e.occurred_at
             FROM ({_NEW_EVENTS}) e
             WHERE NOT e.existing
-            """,  # noqa: S608 (only constants of this module are interpolated)
+            """,  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
             params,
         )
     _run(
@@ -368,7 +368,7 @@ def _announce(params: dict[str, Any]) -> None:
           AND e.subject_id >= %(lo)s AND e.subject_id < %(hi)s
           AND e.actor_id = %(actor_id)s AND e.occurred_at = %(now)s
         ORDER BY e.id
-        """,  # noqa: S608 (only constants of this module are interpolated)
+        """,  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
         params,
     )
     transaction.on_commit(webhooks.schedule_delivery)

@@ -106,7 +106,7 @@ def _boundaries(jurisdiction_ids: list[int], size: int) -> list[tuple[int, int, 
             ) numbered
             WHERE (rn - 1) %% %s = 0
             ORDER BY id
-            """,  # noqa: S608 (integers from the database)
+            """,  # noqa: S608 (integers from the database)  # nosec # B608
             [size],
         )
         starts = cursor.fetchall()

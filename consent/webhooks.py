@@ -58,7 +58,7 @@ from consent.models import (
 
 logger = logging.getLogger(__name__)
 
-SECRET_PREFIX = "whsec_"  # noqa: S105 (the Standard Webhooks marker, not a secret)
+SECRET_PREFIX = "whsec_"  # noqa: S105 (the Standard Webhooks marker, not a secret)  # nosec B105
 SECRET_BYTES = 32
 # The Standard Webhooks specification asks for secrets of 24 to 64 bytes.
 MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64

@@ -20,10 +20,10 @@ from consent import services
 from consent.choices import ActorType, Scope, Source
 from consent.models import ServiceAccount, Subject
 
-DEMO_PASSWORD = "parley-demo"  # noqa: S105 (documented demo credentials)
+DEMO_PASSWORD = "parley-demo"  # noqa: S105 (documented demo credentials)  # nosec B105
 STAFF_USERNAME = "admin"
-STAFF_PASSWORD = "parley-admin"  # noqa: S105
-DEMO_TOKEN_ACCOUNT = "demo-app"  # noqa: S105 (an account name)
+STAFF_PASSWORD = "parley-admin"  # noqa: S105 (documented demo credentials)  # nosec B105
+DEMO_TOKEN_ACCOUNT = "demo-app"  # noqa: S105 (an account name)  # nosec B105
 
 # (external id, country, subdivision, language, birth year, explicit choices)
 DEMO_SUBJECTS: list[tuple[str, str, str, str, int | None, dict[str, bool]]] = [
