@@ -177,7 +177,7 @@ def _save(rows: list[dict[str, Any]]) -> None:
               recent_activity jsonb, updated_at timestamptz)
             ON CONFLICT (subject_id) DO UPDATE SET
               {", ".join(f"{name} = EXCLUDED.{name}" for name in _UPDATED)}
-            """,  # noqa: S608 (names from the model)
+            """,  # noqa: S608 (names from the model)  # nosec B608
             [json.dumps(rows, default=datetime.isoformat)],
         )
 
@@ -197,7 +197,7 @@ def add(signals: Iterable[Stored], *, now: datetime) -> None:
     where, params = sql.any_of("subject_id", ids)
     with sql.cursor() as cursor:
         cursor.execute(
-            f"SELECT subject_id, topic_weights, ad_interactions, city, city_at, recent_activity "  # noqa: S608 (a table name)
+            f"SELECT subject_id, topic_weights, ad_interactions, city, city_at, recent_activity "  # noqa: S608 (a table name)  # nosec B608
             f"FROM {table} WHERE {where}",
             params,
         )

@@ -617,7 +617,7 @@ def _lock_reported(external_ids: set[str]) -> dict[str, int]:
     where, params = sql.any_of("external_id", sorted(external_ids))
     with sql.cursor() as cursor:
         cursor.execute(
-            f"SELECT external_id, id FROM {Subject._meta.db_table} "  # noqa: S608 (a table name)
+            f"SELECT external_id, id FROM {Subject._meta.db_table} "  # noqa: S608 (a table name)  # nosec B608
             f"WHERE {where} AND erased_at IS NULL ORDER BY id FOR NO KEY UPDATE",
             params,
         )
