@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import (
@@ -332,11 +331,6 @@ def _money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.0001"))
 
 
-def _json(value: object) -> Any:
-    """A JSON column's value (SQLite gives it back as text)."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> list[Candidate]:
     """Campaigns that may serve this subject now, regardless of targeting, as targeting
     sees them.
@@ -397,7 +391,7 @@ def _eligible(
                 pricing=pricing,
                 bid=bid,
                 rules=tuple(
-                    Rule(feature, frozenset(str(v).casefold() for v in _json(values)))
+                    Rule(feature, frozenset(str(v).casefold() for v in sql.json_value(values)))
                     for feature, values in json.loads(rules or "[]")
                 ),
                 ad_id=ad_id,
@@ -458,8 +452,8 @@ def _features_row(subject_id: int) -> SubjectFeatures | None:
     topics, interactions, city = row
     return SubjectFeatures(
         subject_id=subject_id,
-        channel_topics=_json(topics),
-        ad_interactions=_json(interactions),
+        channel_topics=sql.json_value(topics),
+        ad_interactions=sql.json_value(interactions),
         city=city,
     )
 

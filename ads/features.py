@@ -134,11 +134,6 @@ def _topics(data: dict[str, Any]) -> list[str]:
     return names
 
 
-def _json(value: object) -> Any:
-    """A JSON column's value (psycopg hands Django's connections raw text)."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
 _UPDATED = [
     "channel_topics",
     "ad_interactions",
@@ -206,11 +201,11 @@ def add(signals: Iterable[Stored], *, now: datetime) -> None:
                 rebuilt.add(subject_id)
                 continue
             totals[subject_id] = _Totals(
-                topics=Counter(_json(weights)),
-                ads=_json(ads),
+                topics=Counter(sql.json_value(weights)),
+                ads=sql.json_value(ads),
                 city=city,
                 city_at=_aware(city_at),
-                recent=list(_json(recent)),
+                recent=list(sql.json_value(recent)),
             )
     for signal in signals:
         if signal.subject_id not in rebuilt:

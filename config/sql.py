@@ -15,6 +15,7 @@ turns them off.
 
 from __future__ import annotations
 
+import json
 import select
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -97,6 +98,12 @@ def any_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     if not values:
         return "FALSE", []
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+def json_value(value: object) -> Any:
+    """A JSON column's value as read by hand: Django's connections get it back as text
+    (Django decodes it in the field, which a raw read skips), SQLite always does."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def insert(instance: models.Model) -> None:

@@ -16,9 +16,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import pytest
-from django.apps import apps as django_apps
-from django.db import connection
 from django.utils import timezone
 
 from ads import decisions
@@ -30,6 +27,7 @@ from consent import rollouts, services, webhooks
 from consent.choices import Scope
 from consent.models import ConsentEvent, Rollout, ServiceAccount
 from tests.factories import SubjectFactory, publish
+from tests.security import dbstate
 
 API_PREFIX = "/api/v1/"
 CALLER = "caller"  # the service account of the matrix's tokens
@@ -508,61 +506,8 @@ def expected(endpoint: Endpoint, caller: Caller, *, resource_exists: bool = True
 
 # --- what must not change when a call is refused ------------------------------------------------
 
-# last_used_at of a token is written when it is verified, even for a refused call.
-_VOLATILE = {"consent_servicetoken"}
 
-
-def _tables(labels: tuple[str, ...]) -> list[str]:
-    return sorted(
-        {
-            model._meta.db_table
-            for label in labels
-            for model in django_apps.get_app_config(label).get_models(include_auto_created=True)
-            if not model._meta.proxy and model._meta.db_table not in _VOLATILE
-        }
-    )
-
-
-def fingerprint(apps: tuple[str, ...] = ("consent", "ads", "billing")) -> list[Any]:
-    """Every row of every table of these apps, in one query (PostgreSQL): a refused
-    call must leave all of them exactly as they were."""
-    tables = _tables(apps)
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            counts = []
-            for table in tables:
-                cursor.execute(f'SELECT count(*) FROM "{table}"')  # noqa: S608 (model tables)  # nosec B608
-                counts.append(cursor.fetchone())
-            return counts
-    query = " UNION ALL ".join(
-        f"SELECT '{table}', md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "  # noqa: S608  # nosec B608
-        f'FROM "{table}" t'
-        for table in tables
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(query)
-        # UNION ALL promises no order (a parallel plan interleaves its branches).
-        return sorted(cursor.fetchall())
-
-
-# --- the fast lanes ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fast_lane_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the fast lanes answered themselves (rather than passed on to DRF)."""
-    from ads import fastlane as ads_fastlane
-    from consent import fastlane
-
-    answered: list[str] = []
-    for module, name in ((fastlane, "consent_check"), (ads_fastlane, "decide")):
-        original = getattr(module, name)
-
-        def spy(request: Any, original: Any = original) -> Any:
-            response = original(request)
-            if response is not None:
-                answered.append(request.path)
-            return response
-
-        monkeypatch.setattr(module, name, spy)
-    return answered
+def fingerprint(apps: tuple[str, ...] = ("consent", "ads", "billing")) -> dict[str, Any]:
+    """Every row of every table of these apps: a refused call must leave all of them
+    exactly as they were."""
+    return dbstate.fingerprint(apps)

@@ -1,4 +1,5 @@
-"""Shared by the security tests: the demo data, seeded once per module."""
+"""Shared by the security tests: the demo data, seeded once per module, and a spy on
+the fast lanes."""
 
 from __future__ import annotations
 
@@ -24,3 +25,23 @@ def demo_data(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
         finally:
             transaction.set_rollback(True)
             outer.__exit__(None, None, None)
+
+
+@pytest.fixture
+def fast_lane_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the fast lanes answered themselves (rather than passed on to DRF)."""
+    from ads import fastlane as ads_fastlane
+    from consent import fastlane
+
+    answered: list[str] = []
+    for module, name in ((fastlane, "consent_check"), (ads_fastlane, "decide")):
+        original = getattr(module, name)
+
+        def spy(request: Any, original: Any = original) -> Any:
+            response = original(request)
+            if response is not None:
+                answered.append(request.path)
+            return response
+
+        monkeypatch.setattr(module, name, spy)
+    return answered

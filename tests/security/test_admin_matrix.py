@@ -62,7 +62,7 @@ def client_of(persona: str) -> Client:
     return client
 
 
-def everything() -> list[Any]:
+def everything() -> dict[str, Any]:
     return fingerprint(apps=ADMIN_APPS)
 
 

@@ -48,12 +48,9 @@ from tests.security.api_matrix import (
     Caller,
     Endpoint,
     expected,
-    fast_lane_answers,
     fingerprint,
     token,
 )
-
-__all__ = ["fast_lane_answers"]  # a fixture
 
 PROBLEM = "application/problem+json"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -304,25 +304,6 @@ DECISION = {
 }
 
 
-@pytest.fixture
-def fast_lane_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the fast lanes answered (rather than passed on to DRF)."""
-    from ads import fastlane as ads_fastlane
-
-    answered: list[str] = []
-    for module, name in ((fastlane, "consent_check"), (ads_fastlane, "decide")):
-        original = getattr(module, name)
-
-        def spy(request: Any, original: Any = original) -> Any:
-            response = original(request)
-            if response is not None:
-                answered.append(request.path)
-            return response
-
-        monkeypatch.setattr(module, name, spy)
-    return answered
-
-
 @pytest.mark.django_db
 def test_a_drf_endpoint_refuses_the_request_after_the_limit(url: str) -> None:
     SubjectFactory.create(external_id="alice")
