@@ -244,8 +244,14 @@ def test_the_fast_lane_reconnects_when_the_server_closed_its_kept_connection() -
     assert check().status_code == 200  # the token is cached, the connection kept
     pid = connection.connection.info.backend_pid
     db = connection.settings_dict
+    # Autocommit: within one transaction pg_stat_activity is a snapshot taken at first
+    # use, so a poll inside it would never see the backend leave.
     with psycopg.connect(
-        dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or None
+        dbname=db["NAME"],
+        user=db["USER"],
+        host=db["HOST"],
+        port=db["PORT"] or None,
+        autocommit=True,
     ) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
         deadline = time.monotonic() + 10
