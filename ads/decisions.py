@@ -31,7 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from types import MappingProxyType
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import (
@@ -308,12 +310,17 @@ WHERE c.status = %s AND c.placement = %s AND c.starts_at <= %s
   AND c.spent < c.total_budget
   AND (c.ends_at IS NULL OR c.ends_at > %s)
   AND NOT EXISTS (SELECT 1 FROM {hidden} h
-                  WHERE h.subject_id = %s AND h.advertiser_id = c.advertiser_id)
+                  WHERE h.subject_id = {subject} AND h.advertiser_id = c.advertiser_id)
   AND (SELECT COUNT(*) FROM {event} e JOIN {decision} x ON x.id = e.decision_id
-       WHERE e.type = %s AND x.subject_id = %s AND x.campaign_id = c.id
+       WHERE e.type = %s AND x.subject_id = {subject} AND x.campaign_id = c.id
          AND x.created_at >= %s AND x.created_at < %s) < c.frequency_cap
 ORDER BY c.id
 """
+
+# The subject, by primary key or (so that the query can travel with the consent check,
+# before the subject's key is known) by external id.
+_SUBJECT_BY_PK = "%s"
+_SUBJECT_BY_EXTERNAL_ID = "(SELECT s.id FROM {subject} s WHERE s.external_id = %s)"
 
 # A campaign's rules as a JSON array of [feature, values], in each database's words.
 _RULES = {
@@ -339,14 +346,16 @@ def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> li
     hidden, under the subject's frequency cap today, with an active ad, and able to pay
     one more unit within both the total and today's budget. One query however many
     campaigns there are."""
-    return _eligible(subject_id=subject_id, placement=placement, now=now)[0]
+    statement = _candidates_statement(_SUBJECT_BY_PK, subject_id, placement=placement, now=now)
+    [rows] = sql.fetch_together([statement])
+    return _candidates(rows)[0]
 
 
-def _eligible(
-    *, subject_id: int, placement: str, now: datetime
-) -> tuple[list[Candidate], dict[int, Ad]]:
-    """`eligible_candidates`, with each candidate's ad as the answer would show it (its
-    campaign and advertiser attached; the instances are not saved back), by ad id."""
+def _candidates_statement(
+    subject: str, subject_value: int | str, *, placement: str, now: datetime
+) -> sql.Statement:
+    """The eligible campaigns' query (`_CANDIDATES_SQL`) for a subject named by
+    `subject` (`_SUBJECT_BY_PK` or `_SUBJECT_BY_EXTERNAL_ID`)."""
     day, day_start, day_end = day_bounds(now)
     ops = connection.ops
     query = _CANDIDATES_SQL.format(
@@ -358,6 +367,7 @@ def _eligible(
         event=AdEvent._meta.db_table,
         decision=AdDecision._meta.db_table,
         rules=_RULES[connection.vendor].format(rule=TargetingRule._meta.db_table),
+        subject=subject.format(subject=Subject._meta.db_table),
     )
     moment = ops.adapt_datetimefield_value(now)
     params = [
@@ -366,17 +376,23 @@ def _eligible(
         placement,
         moment,
         moment,
-        subject_id,
+        subject_value,
         AdEventType.IMPRESSION.value,
-        subject_id,
+        subject_value,
         ops.adapt_datetimefield_value(day_start),
         ops.adapt_datetimefield_value(day_end),
     ]
-    with sql.cursor() as cursor:
-        cursor.execute(query, params)
-        rows = cursor.fetchall()
+    return query, params
+
+
+def _candidates(
+    rows: Sequence[tuple[Any, ...]],
+) -> tuple[list[Candidate], dict[int, tuple[Any, ...]]]:
+    """The candidates of the eligible campaigns' rows, with what each candidate's ad
+    shows by ad id (the values `_shown_ad` takes: only the chosen one becomes model
+    instances)."""
     candidates: list[Candidate] = []
-    ads: dict[int, Ad] = {}
+    ads: dict[int, tuple[Any, ...]] = {}
     for row in rows:
         pk, advertiser_id, pricing, bid, spent, total, daily, today, ad_id, *shown, rules = row
         bid, spent, total, daily, today = map(_money, (bid, spent, total, daily, today))
@@ -390,15 +406,22 @@ def _eligible(
                 advertiser_id=advertiser_id,
                 pricing=pricing,
                 bid=bid,
-                rules=tuple(
-                    Rule(feature, frozenset(str(v).casefold() for v in sql.json_value(values)))
-                    for feature, values in json.loads(rules or "[]")
-                ),
+                rules=_rules(rules or "[]"),
                 ad_id=ad_id,
             )
         )
-        ads[ad_id] = _shown_ad(pk, advertiser_id, pricing, bid, ad_id, *shown)
+        ads[ad_id] = (pk, advertiser_id, pricing, bid, ad_id, *shown)
     return candidates, ads
+
+
+@lru_cache(maxsize=4096)
+def _rules(text: str) -> tuple[Rule, ...]:
+    """A campaign's rules from their JSON (`_RULES`). The same text always gives the same
+    immutable rules, so they are parsed once per process, not on every decision."""
+    return tuple(
+        Rule(feature, frozenset(str(v).casefold() for v in sql.json_value(values)))
+        for feature, values in json.loads(text)
+    )
 
 
 def _shown_ad(
@@ -511,7 +534,15 @@ def decide(
     # The subject and the same consent check every other service gets, for all of
     # ads' purposes, in one query; a purpose missing from the reference data allows
     # nothing.
-    checked, checks = selectors.subject_checks(external_id=external_id, purpose_keys=AD_PURPOSES)
+    # The eligible campaigns travel with it (one round trip): they depend on the subject
+    # only, never on what its consent allows, and are discarded when no ad can be served.
+    checked, checks, eligible = selectors.subject_checks_with(
+        external_id=external_id,
+        purpose_keys=AD_PURPOSES,
+        alongside=_candidates_statement(
+            _SUBJECT_BY_EXTERNAL_ID, external_id, placement=placement, now=now
+        ),
+    )
     if checked is None and not checks:  # no ad purpose at all: is the subject known?
         try:
             found = selectors.get_subject(external_id=external_id)
@@ -564,7 +595,7 @@ def decide(
         # The profile is not even read without personalisation.
         features = contextual_features(request)
 
-    candidates, ads = _eligible(subject_id=subject.pk, placement=placement, now=now)
+    candidates, ads = _candidates(eligible)
     choice = choose(candidates=candidates, features=features)
     if choice is None:
         return _log(
@@ -575,7 +606,7 @@ def decide(
             features=features,
             now=now,
         )
-    ad = ads[choice.candidate.ad_id]
+    ad = _shown_ad(*ads[choice.candidate.ad_id])
     campaign = ad.campaign
     return _log(
         subject=subject,

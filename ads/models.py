@@ -247,12 +247,27 @@ class AdDecision(models.Model):
     """One answer to `POST /api/v1/ads/decisions`, with what it used and why."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No database-level foreign keys (migration 0005): a decision is written on every
+    # request, and the checks of three keys at its commit took a shared lock on the
+    # subject's row and on its campaign's and ad's, rows that every concurrent decision
+    # shares (about a fifth of a decision's time under load, docs/benchmarks.md). What
+    # they referenced stays protected: subjects are never deleted (a trigger refuses
+    # it), and the ORM's PROTECT refuses to delete an ad or a campaign with decisions.
     subject = models.ForeignKey(
-        Subject, null=True, on_delete=models.CASCADE, related_name="+", db_index=False
+        Subject,
+        null=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     placement = models.CharField(max_length=16, choices=Placement.choices)
-    ad = models.ForeignKey(Ad, null=True, on_delete=models.PROTECT, related_name="+")
-    campaign = models.ForeignKey(Campaign, null=True, on_delete=models.PROTECT, related_name="+")
+    ad = models.ForeignKey(
+        Ad, null=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
+    campaign = models.ForeignKey(
+        Campaign, null=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     personalized = models.BooleanField(default=False)
     reason = models.CharField(max_length=24, choices=DecisionReason.choices)
     context: models.JSONField[dict[str, str]] = models.JSONField(default=dict)

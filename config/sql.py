@@ -83,10 +83,44 @@ def cursor() -> Iterator[CursorWrapper]:
         return
     _drop_if_server_spoke()
     connection.ensure_connection()
-    raw = _PreparingCursor(connection.connection)
-    wrapper = _PreparedDebugWrapper if connection.queries_logged else CursorWrapper
-    with wrapper(raw, connection) as wrapped:
+    with _preparing() as wrapped:
         yield wrapped
+
+
+def _preparing() -> CursorWrapper:
+    """A preparing cursor on the open connection, wrapped as Django wraps its own."""
+    wrapper = _PreparedDebugWrapper if connection.queries_logged else CursorWrapper
+    return wrapper(_PreparingCursor(connection.connection), connection)
+
+
+Statement = tuple[str, Sequence[Any]]
+
+
+def fetch_together(statements: Sequence[Statement]) -> list[list[tuple[Any, ...]]]:
+    """The rows of each statement, in order. On PostgreSQL they are prepared and sent
+    in one pipeline: one round trip for all of them instead of one each (about 0.3 ms
+    apiece on a loaded two-core machine). They must not depend on one another's
+    effects; elsewhere they run one after the other."""
+    if not prepared() or len(statements) < 2:
+        results = []
+        for query, params in statements:
+            with cursor() as reading:
+                reading.execute(query, params)
+                results.append(reading.fetchall())
+        return results
+    _drop_if_server_spoke()
+    connection.ensure_connection()
+    cursors = [_preparing() for _ in statements]
+    try:
+        # Errors surface when the pipeline syncs: wrapped like any other query's, so an
+        # unreachable database is the same 503 everywhere.
+        with connection.wrap_database_errors, connection.connection.pipeline():
+            for reading, (query, params) in zip(cursors, statements, strict=True):
+                reading.execute(query, params)
+        return [reading.fetchall() for reading in cursors]
+    finally:
+        for reading in cursors:
+            reading.close()
 
 
 def any_of(column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:

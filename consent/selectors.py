@@ -123,6 +123,13 @@ def _check(
 ) -> tuple[dict[str, PurposeCheck], dict[str, CheckedSubject]]:
     """Purpose key -> one result per id asked (in order), for the purposes found; and
     the subjects found, by external id."""
+    [rows] = sql.fetch_together([_check_statement(match, purposes, external_ids)])
+    return _check_answers(rows, external_ids)
+
+
+def _check_statement(
+    match: str, purposes: Sequence[int | str], external_ids: Sequence[str]
+) -> sql.Statement:
     if len(external_ids) > MAX_BULK_CHECK:
         raise ValueError(f"at most {MAX_BULK_CHECK} subjects per check")
     wanted = list(dict.fromkeys(external_ids))
@@ -138,9 +145,12 @@ def _check(
         subjects=subjects_sql,
         purposes=purposes_sql,
     )
-    with sql.cursor() as cursor:
-        cursor.execute(query, [*subjects_params, *purposes_params])
-        rows = cursor.fetchall()
+    return query, [*subjects_params, *purposes_params]
+
+
+def _check_answers(
+    rows: Sequence[tuple[Any, ...]], external_ids: Sequence[str]
+) -> tuple[dict[str, PurposeCheck], dict[str, CheckedSubject]]:
     on = today()
     answers: dict[str, dict[str, CheckResult]] = {}
     introduced_in: dict[str, str] = {}
@@ -236,10 +246,28 @@ def subject_checks(
 ) -> tuple[CheckedSubject | None, dict[str, PurposeCheck]]:
     """`check_purposes`, with the subject as the same query read it (None when it is
     unknown or erased, or when no purpose was found to join it to)."""
+    checked, checks, _ = subject_checks_with(
+        external_id=external_id, purpose_keys=purpose_keys, alongside=None
+    )
+    return checked, checks
+
+
+def subject_checks_with(
+    *, external_id: str, purpose_keys: Sequence[str], alongside: sql.Statement | None
+) -> tuple[CheckedSubject | None, dict[str, PurposeCheck], list[tuple[Any, ...]]]:
+    """`subject_checks`, and the rows of another read sent in the same round trip (the
+    ad decision's eligible campaigns); it must not depend on the check's answer."""
+    statements = (
+        [_check_statement("key", list(purpose_keys), [external_id])] if purpose_keys else []
+    )
+    if alongside is not None:
+        statements.append(alongside)
+    results = sql.fetch_together(statements)
+    other = results.pop() if alongside is not None else []
     if not purpose_keys:
-        return None, {}
-    checks, subjects = _check(match="key", purposes=list(purpose_keys), external_ids=[external_id])
-    return subjects.get(external_id), checks
+        return None, {}, other
+    checks, subjects = _check_answers(results[0], [external_id])
+    return subjects.get(external_id), checks, other
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import connection
+from django.db.models import ProtectedError
 from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -672,13 +675,62 @@ def test_a_decision_takes_a_fixed_number_of_queries(
     for n in range(campaigns):
         make_campaign(f"C{n}", rules={Feature.COUNTRY: ["US"], Feature.AGE_BAND: ["25-34"]})
 
-    # the subject with the consent check of every purpose ads use; the features row;
-    # the eligible campaigns with their first active ad and their rules; the
-    # decision's insert.
+    # the subject with the consent check of every purpose ads use and, in the same
+    # round trip, the eligible campaigns with their first active ad and their rules;
+    # the features row; the decision's insert.
     with django_assert_num_queries(4):
         decision = decide(ada)
 
     assert decision.reason == DecisionReason.SERVED
+
+
+# --- what a decision references ---------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_ad_or_a_campaign_with_decisions_cannot_be_deleted(ada: Subject) -> None:
+    """The decision log's references carry no database constraint (a decision's commit
+    would lock shared rows); the ORM's PROTECT keeps what they name."""
+    campaign = make_campaign("Kept", bid=Decimal("3"))
+    decision = decide(ada)
+    assert decision.campaign_id == campaign.pk
+    assert decision.ad is not None
+    ad = decision.ad
+
+    with pytest.raises(ProtectedError):
+        Ad.objects.filter(pk=ad.pk).delete()
+    with pytest.raises(ProtectedError):
+        campaign.delete()
+
+    assert Campaign.objects.filter(pk=campaign.pk).exists()
+    assert Ad.objects.filter(pk=ad.pk).exists()
+    assert AdDecision.objects.filter(pk=decision.pk, campaign=campaign).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_decision_is_not_held_up_by_a_charge_in_progress_on_its_campaign() -> None:
+    """Charging an event locks its campaign's row (`record_event`); a decision for the
+    same campaign neither waits for that lock nor takes one at its commit."""
+    publish("2025-06", "US")
+    SubjectFactory.create(external_id="ada", country="US", language="en-US", birth_year=born(30))
+    campaign = make_campaign("Busy", bid=Decimal("3"))
+    db = connection.settings_dict
+    with psycopg.connect(
+        dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or None
+    ) as charging:
+        charging.execute("SELECT id FROM ads_campaign WHERE id = %s FOR UPDATE", [campaign.pk])
+        charging.execute("SELECT id FROM ads_ad WHERE campaign_id = %s FOR UPDATE", [campaign.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        try:
+            decision = decide("ada")  # autocommit: its commit runs here
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+
+    assert decision.reason == DecisionReason.SERVED
+    assert AdDecision.objects.filter(pk=decision.pk, campaign=campaign).exists()
 
 
 # --- events --------------------------------------------------------------------------------

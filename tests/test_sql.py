@@ -1,0 +1,74 @@
+"""`config/sql.py`'s reads sent together: the rows of each statement, in order, in one
+round trip on PostgreSQL; errors as Django words them, and the connection usable after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from config import sql
+from consent.models import Purpose
+
+pytestmark = pytest.mark.django_db
+
+PURPOSES = "SELECT key FROM consent_purpose WHERE essential = %s ORDER BY key"
+
+
+@pytest.fixture(params=[True, False], ids=["prepared", "plain"])
+def prepared(request: pytest.FixtureRequest, settings: Any) -> bool:
+    settings.DATABASE_PREPARED_STATEMENTS = request.param
+    return bool(request.param)
+
+
+def keys(essential: bool) -> list[tuple[str]]:
+    return [
+        (key,)
+        for key in Purpose.objects.filter(essential=essential)
+        .order_by("key")
+        .values_list("key", flat=True)
+    ]
+
+
+def test_each_statement_gets_its_own_rows_in_order(prepared: bool) -> None:
+    rows = sql.fetch_together([(PURPOSES, [False]), (PURPOSES, [True]), (PURPOSES, [False])])
+
+    assert rows == [keys(False), keys(True), keys(False)]
+    assert rows[0]
+    assert rows[1]
+
+
+def test_a_statement_alone_or_none(prepared: bool) -> None:
+    assert sql.fetch_together([(PURPOSES, [True])]) == [keys(True)]
+    assert sql.fetch_together([]) == []
+
+
+@pytest.mark.postgres
+def test_the_statements_travel_in_one_pipeline_on_postgresql(
+    prepared: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection.ensure_connection()
+    raw = type(connection.connection)
+    opened = []
+    real = raw.pipeline
+
+    def counting(self: Any) -> Any:
+        opened.append(self)
+        return real(self)
+
+    monkeypatch.setattr(raw, "pipeline", counting)
+
+    sql.fetch_together([(PURPOSES, [False]), (PURPOSES, [True])])
+
+    assert len(opened) == (1 if prepared else 0)
+
+
+def test_an_error_is_a_django_error_and_the_connection_goes_on(prepared: bool) -> None:
+    with pytest.raises(DatabaseError), transaction.atomic():
+        sql.fetch_together([(PURPOSES, [True]), ("SELECT no_such_column FROM consent_purpose", [])])
+
+    assert sql.fetch_together([(PURPOSES, [True]), (PURPOSES, [False])]) == [
+        keys(True),
+        keys(False),
+    ]
