@@ -22,6 +22,7 @@ from consent import validators
 from consent.api import problems
 from consent.choices import Scope
 from consent.errors import InvalidValue
+from consent.fastlane import answer_once
 from consent.problems import StrictSerializer
 
 DECIDE = Scope.ADS_DECIDE.value
@@ -126,7 +127,7 @@ class DecisionsView(APIView):
         drf_view = super().as_view(**initkwargs)
 
         def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            fast = fastlane.decide(request)
+            fast = answer_once(fastlane.decide, request)
             return fast if fast is not None else drf_view(request, *args, **kwargs)
 
         # The schema generator and Django's CSRF exemption read these attributes.

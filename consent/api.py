@@ -483,7 +483,7 @@ class ConsentChecksView(APIView):
         drf_view = super().as_view(**initkwargs)
 
         def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            fast = fastlane.consent_check(request)
+            fast = fastlane.answer_once(fastlane.consent_check, request)
             return fast if fast is not None else drf_view(request, *args, **kwargs)
 
         # The schema generator and Django's CSRF exemption read these attributes.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -78,6 +79,21 @@ def json_object(request: HttpRequest, keys: set[str]) -> dict[str, Any] | None:
     if type(data) is not dict or data.keys() != keys:
         return None
     return data
+
+
+TRIED = "_parley_fast_lane_tried"
+
+
+def answer_once(
+    lane: Callable[[HttpRequest], HttpResponse | None], request: HttpRequest
+) -> HttpResponse | None:
+    """The lane's answer to a request it has not been offered yet; None otherwise. The
+    middleware (`config/fastlane.py`) offers it first; the view, reached when the lane
+    declined, does not ask again (the body would be read twice)."""
+    if getattr(request, TRIED, False):
+        return None
+    setattr(request, TRIED, True)
+    return lane(request)
 
 
 def json_response(payload: dict[str, Any], *, allow: str) -> HttpResponse:
