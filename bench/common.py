@@ -3,6 +3,7 @@ between runs, the environment of the processes they start, and the results file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -38,8 +39,16 @@ def migrations_fingerprint() -> str:
     return ",".join(names)
 
 
-def template_is_current(template: str, subjects: int) -> bool:
-    """The template database exists, was completed, and matches N and the migrations."""
+def dataset_fingerprint(dataset_sql: str) -> str:
+    """`migrations_fingerprint`, and a digest of the SQL that fills the template: a
+    changed dataset rebuilds it too."""
+    digest = hashlib.sha256(dataset_sql.encode()).hexdigest()[:16]
+    return f"{migrations_fingerprint()};dataset={digest}"
+
+
+def template_is_current(template: str, subjects: int, fingerprint: str | None = None) -> bool:
+    """The template database exists, was completed, and matches N and the migrations
+    (or the `fingerprint` it was stored with)."""
     with admin() as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [template]).fetchone():
             return False
@@ -48,7 +57,8 @@ def template_is_current(template: str, subjects: int) -> bool:
             row = conn.execute("SELECT subjects, migrations FROM bench_meta").fetchone()
         except psycopg.Error:
             return False
-    return row is not None and tuple(row[:2]) == (subjects, migrations_fingerprint())
+    expected = fingerprint if fingerprint is not None else migrations_fingerprint()
+    return row is not None and tuple(row[:2]) == (subjects, expected)
 
 
 def recreate_database(name: str, *, template: str | None = None) -> None:

@@ -40,10 +40,10 @@ from common import (
     PG,
     ROOT,
     VENV_BIN,
+    dataset_fingerprint,
     execute_script,
     log,
     merge_results,
-    migrations_fingerprint,
     recreate_database,
     template_is_current,
 )
@@ -116,12 +116,14 @@ INSERT INTO bench_topics VALUES
   (3, '{"technology": 4}', 'London'),
   (4, '{"music": 2, "fashion": 1}', '');
 
--- Without their running totals (topic_weights null): the first signal of such a
--- subject rebuilds the row from the stored signals, as after an upgrade.
+-- With their running totals, as ingestion writes them (`ads/features.py`): a new
+-- batch folds into them. (A row without them, kept from before migration ads 0004,
+-- is rebuilt from the subject's signals once, at its first signal.)
 INSERT INTO ads_subjectfeatures
   (subject_id, channel_topics, ad_interactions, city, activity_level, updated_at,
-   recent_activity)
-SELECT s.id, t.topics, '{}'::jsonb, t.city, 'medium', now(), '[]'::jsonb
+   recent_activity, topic_weights, city_at)
+SELECT s.id, t.topics, '{}'::jsonb, t.city, 'none', now(), '[]'::jsonb, t.topics,
+       CASE WHEN t.city <> '' THEN now() - interval '1 day' END
 FROM consent_subject s JOIN bench_topics t ON t.k = s.id %% 5
 WHERE s.id %% 2 = 0;
 
@@ -207,7 +209,7 @@ def build_template() -> None:
     with psycopg.connect(f"{PG}/{TEMPLATE}") as conn:
         conn.execute(
             "INSERT INTO bench_meta VALUES (%s, %s, %s)",
-            [SUBJECTS, migrations_fingerprint(), token],
+            [SUBJECTS, dataset_fingerprint(DATASET_SQL), token],
         )
         conn.commit()
     with psycopg.connect(f"{PG}/{TEMPLATE}", autocommit=True) as conn:
@@ -452,7 +454,7 @@ def require_wrk() -> None:
 
 def main() -> int:
     require_wrk()
-    if not template_is_current(TEMPLATE, SUBJECTS):
+    if not template_is_current(TEMPLATE, SUBJECTS, dataset_fingerprint(DATASET_SQL)):
         build_template()
     else:
         log(f"reusing the HTTP template database ({SUBJECTS:,} subjects)")
