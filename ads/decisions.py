@@ -317,10 +317,9 @@ WHERE c.status = %s AND c.placement = %s AND c.starts_at <= %s
 ORDER BY c.id
 """
 
-# The subject, by primary key or (so that the query can travel with the consent check,
-# before the subject's key is known) by external id.
-_SUBJECT_BY_PK = "%s"
-_SUBJECT_BY_EXTERNAL_ID = "(SELECT s.id FROM {subject} s WHERE s.external_id = %s)"
+# The subject by external id, so that the query can travel with the consent check,
+# before the subject's key is known.
+_SUBJECT = "(SELECT s.id FROM {subject} s WHERE s.external_id = %s)"
 
 # A campaign's rules as a JSON array of [feature, values], in each database's words.
 _RULES = {
@@ -338,7 +337,7 @@ def _money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.0001"))
 
 
-def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> list[Candidate]:
+def eligible_candidates(*, external_id: str, placement: str, now: datetime) -> list[Candidate]:
     """Campaigns that may serve this subject now, regardless of targeting, as targeting
     sees them.
 
@@ -346,16 +345,13 @@ def eligible_candidates(*, subject_id: int, placement: str, now: datetime) -> li
     hidden, under the subject's frequency cap today, with an active ad, and able to pay
     one more unit within both the total and today's budget. One query however many
     campaigns there are."""
-    statement = _candidates_statement(_SUBJECT_BY_PK, subject_id, placement=placement, now=now)
+    statement = _candidates_statement(external_id, placement=placement, now=now)
     [rows] = sql.fetch_together([statement])
     return _candidates(rows)[0]
 
 
-def _candidates_statement(
-    subject: str, subject_value: int | str, *, placement: str, now: datetime
-) -> sql.Statement:
-    """The eligible campaigns' query (`_CANDIDATES_SQL`) for a subject named by
-    `subject` (`_SUBJECT_BY_PK` or `_SUBJECT_BY_EXTERNAL_ID`)."""
+def _candidates_statement(external_id: str, *, placement: str, now: datetime) -> sql.Statement:
+    """The eligible campaigns' query (`_CANDIDATES_SQL`) for a subject's external id."""
     day, day_start, day_end = day_bounds(now)
     ops = connection.ops
     query = _CANDIDATES_SQL.format(
@@ -367,7 +363,7 @@ def _candidates_statement(
         event=AdEvent._meta.db_table,
         decision=AdDecision._meta.db_table,
         rules=_RULES[connection.vendor].format(rule=TargetingRule._meta.db_table),
-        subject=subject.format(subject=Subject._meta.db_table),
+        subject=_SUBJECT.format(subject=Subject._meta.db_table),
     )
     moment = ops.adapt_datetimefield_value(now)
     params = [
@@ -376,9 +372,9 @@ def _candidates_statement(
         placement,
         moment,
         moment,
-        subject_value,
+        external_id,
         AdEventType.IMPRESSION.value,
-        subject_value,
+        external_id,
         ops.adapt_datetimefield_value(day_start),
         ops.adapt_datetimefield_value(day_end),
     ]
@@ -539,9 +535,7 @@ def decide(
     checked, checks, eligible = selectors.subject_checks_with(
         external_id=external_id,
         purpose_keys=AD_PURPOSES,
-        alongside=_candidates_statement(
-            _SUBJECT_BY_EXTERNAL_ID, external_id, placement=placement, now=now
-        ),
+        alongside=_candidates_statement(external_id, placement=placement, now=now),
     )
     if checked is None and not checks:  # no ad purpose at all: is the subject known?
         try:

@@ -81,14 +81,15 @@ def cursor() -> Iterator[CursorWrapper]:
         with connection.cursor() as plain:
             yield plain
         return
-    _drop_if_server_spoke()
-    connection.ensure_connection()
     with _preparing() as wrapped:
         yield wrapped
 
 
 def _preparing() -> CursorWrapper:
-    """A preparing cursor on the open connection, wrapped as Django wraps its own."""
+    """A preparing cursor, wrapped as Django wraps its own, on the connection (dropped
+    first if the server closed it, opened if need be)."""
+    _drop_if_server_spoke()
+    connection.ensure_connection()
     wrapper = _PreparedDebugWrapper if connection.queries_logged else CursorWrapper
     return wrapper(_PreparingCursor(connection.connection), connection)
 
@@ -108,8 +109,6 @@ def fetch_together(statements: Sequence[Statement]) -> list[list[tuple[Any, ...]
                 reading.execute(query, params)
                 results.append(reading.fetchall())
         return results
-    _drop_if_server_spoke()
-    connection.ensure_connection()
     cursors = [_preparing() for _ in statements]
     try:
         # Errors surface when the pipeline syncs: wrapped like any other query's, so an
