@@ -53,6 +53,26 @@ WHERE s.id >= %(lo)s AND s.id < %(hi)s
   AND s.jurisdiction_id IN ({jurisdictions})
 """
 
+# The same subjects moved to the version in the statement that finds them (PostgreSQL):
+# the update locks each row it moves, so a person's choice made meanwhile waits for the
+# batch and then wins, and a choice that committed first is seen (the update re-reads
+# a row that changed under it). The joined version row is the one the subject leaves.
+_MOVE_TARGETS = """
+WITH moved AS (
+  UPDATE consent_subject s
+  SET policy_version_id = %(version_id)s, updated_at = %(now)s
+  FROM consent_policyversion sv
+  WHERE sv.id = s.policy_version_id
+    AND s.id >= %(lo)s AND s.id < %(hi)s
+    AND s.erased_at IS NULL
+    AND sv.label < %(label)s
+    AND s.jurisdiction_id IN ({jurisdictions})
+  RETURNING s.id AS subject_id, s.jurisdiction_id, s.birth_year, s.gpc_signalled_at,
+            s.language, sv.label AS from_label, sv.id AS from_version_id
+)
+INSERT INTO reach_targets SELECT * FROM moved
+"""
+
 # One row per (target subject, affected live purpose) with the decision to take.
 # `steps` works out once per version the targets start from (a handful, however many
 # subjects) which purposes the versions in between introduce or change, and whether
@@ -179,18 +199,29 @@ def _prepare(
     lo: int,
     hi: int,
     year: int,
-    lock: bool = True,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Fills the per-connection work tables reach_targets and reach_decisions."""
-    params = {"lo": lo, "hi": hi, "label": version.label, "year": year}
-    targets = _TARGETS.format(jurisdictions=_jurisdiction_list(jurisdiction_ids))
-    if lock and connection.vendor == "postgresql":
-        # Lock the subjects first: a person's choice made meanwhile waits for this
-        # transaction and then wins, and a choice that committed first is seen.
-        _run(targets + " FOR UPDATE OF s", params)
+    """Fills the per-connection work tables reach_targets and reach_decisions.
+
+    With `now`, on PostgreSQL, the targets are moved to the version as they are found
+    (`_MOVE_TARGETS`); without it nothing is changed (the preview)."""
+    params: dict[str, Any] = {
+        "lo": lo,
+        "hi": hi,
+        "label": version.label,
+        "year": year,
+        "version_id": version.pk,
+        "now": now,
+    }
+    jurisdictions = _jurisdiction_list(jurisdiction_ids)
+    targets = _TARGETS.format(jurisdictions=jurisdictions)
     _run("DROP TABLE IF EXISTS reach_targets")
     _run("DROP TABLE IF EXISTS reach_decisions")
-    _run(f"CREATE TEMPORARY TABLE reach_targets AS {targets}", params)
+    if now is not None and connection.vendor == "postgresql":
+        _run(f"CREATE TEMPORARY TABLE reach_targets AS {targets} WITH NO DATA", params)
+        _run(_MOVE_TARGETS.format(jurisdictions=jurisdictions), params)
+    else:
+        _run(f"CREATE TEMPORARY TABLE reach_targets AS {targets}", params)
     if connection.vendor == "postgresql":
         _run("ANALYZE reach_targets")  # without statistics the planner expects 1 row
     _run(f"CREATE TEMPORARY TABLE reach_decisions AS {_DECISIONS}", params)
@@ -225,7 +256,7 @@ def reach(
         # (PostgreSQL's JIT) costs more than it saves.
         _run("SET LOCAL jit = off")
     params = _prepare(
-        version=version, jurisdiction_ids=jurisdiction_ids, lo=lo, hi=hi, year=now.year
+        version=version, jurisdiction_ids=jurisdiction_ids, lo=lo, hi=hi, year=now.year, now=now
     )
     subjects = _scalar("SELECT COUNT(*) FROM reach_targets") or 0
     if not subjects:
@@ -233,8 +264,6 @@ def reach(
         return ReachResult(0, 0)
     params.update(
         {
-            "version_id": version.pk,
-            "now": now,
             "actor_type": str(actor_type),
             "now_iso": webhooks.iso(now),
             "actor_id": actor_id,
@@ -325,14 +354,15 @@ def reach(
         """,
         params,
     )
-    _run(
-        """
-        UPDATE consent_subject SET policy_version_id = %(version_id)s, updated_at = %(now)s
-        WHERE id IN (SELECT subject_id FROM reach_targets)
-          AND id >= %(lo)s AND id < %(hi)s
-        """,
-        params,
-    )
+    if connection.vendor != "postgresql":  # PostgreSQL moved them in `_prepare`
+        _run(
+            """
+            UPDATE consent_subject SET policy_version_id = %(version_id)s, updated_at = %(now)s
+            WHERE id IN (SELECT subject_id FROM reach_targets)
+              AND id >= %(lo)s AND id < %(hi)s
+            """,
+            params,
+        )
     if events:
         _announce(params)
     _cleanup()
@@ -387,7 +417,6 @@ def preview(
         lo=0,
         hi=MAX_ID,
         year=year,
-        lock=False,
     )
     with connection.cursor() as cursor:
         cursor.execute(

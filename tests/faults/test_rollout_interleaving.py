@@ -2,8 +2,9 @@
 the rollout's default, in both orders, built deterministically with two database
 connections (two threads), a transaction held open and a pause inside the batch.
 
-`consent.reach` locks the batch's subjects (`SELECT … FOR UPDATE OF s`) before it reads
-their states; `services.record_choice` locks the subject row before it writes. So:
+`consent.reach` locks the batch's subjects (it moves them to the version,
+`UPDATE consent_subject s …`, before it reads their states); `services.record_choice`
+locks the subject row before it writes. So:
 
 - a choice whose transaction holds the row first makes the batch wait, and the batch
   then reads the committed choice and keeps it;
@@ -124,7 +125,7 @@ def test_a_choice_during_a_batch_is_never_overwritten_by_the_rollout_default(
         threads.append(in_thread(lambda: rollouts.run_batch(batch_id=batch_id), results, "batch"))
         # 1. The batch waits for the choice in progress...
         wait_until(
-            lambda: any("FOR UPDATE OF s" in q for q in waiting_for_a_lock()),
+            lambda: any("UPDATE consent_subject s" in q for q in waiting_for_a_lock()),
             "the batch to wait for the first choice",
             TIMEOUT,
         )
