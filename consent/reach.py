@@ -41,37 +41,36 @@ MAX_ID = 2**62  # above any subject id: "to the end of the table"
 
 _EXPLICIT = ", ".join(f"'{s}'" for s in sorted(EXPLICIT_SOURCES))
 
-# Subjects of the range that the version has not reached yet.
-_TARGETS = """
-SELECT s.id AS subject_id, s.jurisdiction_id, s.birth_year, s.gpc_signalled_at,
-       s.language, sv.label AS from_label, s.policy_version_id AS from_version_id
-FROM consent_subject s
-JOIN consent_policyversion sv ON sv.id = s.policy_version_id
-WHERE s.id >= %(lo)s AND s.id < %(hi)s
+# Subjects of the range that the version has not reached yet, with the version each
+# one leaves.
+_TARGET_COLUMNS = """s.id AS subject_id, s.jurisdiction_id, s.birth_year, s.gpc_signalled_at,
+       s.language, sv.label AS from_label, sv.id AS from_version_id"""
+_TARGET_CONDITIONS = """sv.id = s.policy_version_id
+  AND s.id >= %(lo)s AND s.id < %(hi)s
   AND s.erased_at IS NULL
   AND sv.label < %(label)s
-  AND s.jurisdiction_id IN ({jurisdictions})
-"""
+  AND s.jurisdiction_id IN ({jurisdictions})"""
+
+_TARGETS = f"""
+SELECT {_TARGET_COLUMNS}
+FROM consent_subject s, consent_policyversion sv
+WHERE {_TARGET_CONDITIONS}
+"""  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
 
 # The same subjects moved to the version in the statement that finds them (PostgreSQL):
 # the update locks each row it moves, so a person's choice made meanwhile waits for the
 # batch and then wins, and a choice that committed first is seen (the update re-reads
-# a row that changed under it). The joined version row is the one the subject leaves.
-_MOVE_TARGETS = """
+# a row that changed under it).
+_MOVE_TARGETS = f"""
 WITH moved AS (
   UPDATE consent_subject s
   SET policy_version_id = %(version_id)s, updated_at = %(now)s
   FROM consent_policyversion sv
-  WHERE sv.id = s.policy_version_id
-    AND s.id >= %(lo)s AND s.id < %(hi)s
-    AND s.erased_at IS NULL
-    AND sv.label < %(label)s
-    AND s.jurisdiction_id IN ({jurisdictions})
-  RETURNING s.id AS subject_id, s.jurisdiction_id, s.birth_year, s.gpc_signalled_at,
-            s.language, sv.label AS from_label, sv.id AS from_version_id
+  WHERE {_TARGET_CONDITIONS}
+  RETURNING {_TARGET_COLUMNS}
 )
 INSERT INTO reach_targets SELECT * FROM moved
-"""
+"""  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
 
 # One row per (target subject, affected live purpose) with the decision to take.
 # `steps` works out once per version the targets start from (a handful, however many
@@ -203,8 +202,8 @@ def _prepare(
 ) -> dict[str, Any]:
     """Fills the per-connection work tables reach_targets and reach_decisions.
 
-    With `now`, on PostgreSQL, the targets are moved to the version as they are found
-    (`_MOVE_TARGETS`); without it nothing is changed (the preview)."""
+    With `now` the targets are moved to the version (on PostgreSQL as they are found,
+    `_MOVE_TARGETS`); without it nothing is changed (the preview)."""
     params: dict[str, Any] = {
         "lo": lo,
         "hi": hi,
@@ -222,6 +221,15 @@ def _prepare(
         _run(_MOVE_TARGETS.format(jurisdictions=jurisdictions), params)
     else:
         _run(f"CREATE TEMPORARY TABLE reach_targets AS {targets}", params)
+        if now is not None:  # SQLite: no row locks to take; read, then move
+            _run(
+                """
+                UPDATE consent_subject
+                SET policy_version_id = %(version_id)s, updated_at = %(now)s
+                WHERE id IN (SELECT subject_id FROM reach_targets)
+                """,
+                params,
+            )
     if connection.vendor == "postgresql":
         _run("ANALYZE reach_targets")  # without statistics the planner expects 1 row
     _run(f"CREATE TEMPORARY TABLE reach_decisions AS {_DECISIONS}", params)
@@ -354,15 +362,6 @@ def reach(
         """,
         params,
     )
-    if connection.vendor != "postgresql":  # PostgreSQL moved them in `_prepare`
-        _run(
-            """
-            UPDATE consent_subject SET policy_version_id = %(version_id)s, updated_at = %(now)s
-            WHERE id IN (SELECT subject_id FROM reach_targets)
-              AND id >= %(lo)s AND id < %(hi)s
-            """,
-            params,
-        )
     if events:
         _announce(params)
     _cleanup()
