@@ -254,7 +254,9 @@ class PolicyNotice(models.Model):
         db_constraint=False,
         help_text="The version the subject was on before; a rollback returns them to it.",
     )
-    decision_purposes = models.ManyToManyField(Purpose, blank=True, related_name="+")
+    decision_purposes: models.ManyToManyField[Purpose, Any] = models.ManyToManyField(
+        Purpose, blank=True, related_name="+", through="NoticeDecisionPurpose"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
 
@@ -265,6 +267,33 @@ class PolicyNotice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject_id}@{self.version_id}"
+
+
+class NoticeDecisionPurpose(models.Model):
+    """A purpose a notice asks the subject to decide on (the notice's
+    `decision_purposes`).
+
+    A rollout writes one row per subject and purpose to decide, so, like the notice,
+    the rows carry no database-level foreign keys (their per-row checks at commit were
+    a fifth of such a batch's time): notices and purposes are deleted through the
+    ORM, which deletes their rows first (CASCADE; a purpose that any event or state
+    names is protected). The unique pair is the only index: it leads with the notice,
+    and a purpose's rows are looked up only when it is deleted.
+    """
+
+    policynotice = models.ForeignKey(
+        PolicyNotice, on_delete=models.CASCADE, db_index=False, db_constraint=False
+    )
+    purpose = models.ForeignKey(
+        Purpose, on_delete=models.CASCADE, db_index=False, db_constraint=False, related_name="+"
+    )
+
+    class Meta:
+        db_table = "consent_policynotice_decision_purposes"
+        unique_together = [("policynotice", "purpose")]
+
+    def __str__(self) -> str:
+        return f"{self.policynotice_id}:{self.purpose_id}"
 
 
 class ConsentEvent(models.Model):

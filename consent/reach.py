@@ -153,8 +153,11 @@ FROM (
 """  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
 
 
-# The events a `reach` call has just written, with whether their (subject, purpose)
-# already had a current state.
+# SQLite, which has no data-modifying WITH: the events a `reach` call has just written
+# found again, with whether their (subject, purpose) already had a current state. After
+# `before`, in this id range, written by this actor at this instant (the range's targets
+# are locked by this transaction); a range condition, not a join, so that it stays an
+# index range scan.
 _NEW_EVENTS = """
 SELECT e.id, e.subject_id, e.purpose_id, e.granted, e.source, e.policy_version_id,
        e.occurred_at, d.existing
@@ -163,6 +166,121 @@ JOIN reach_decisions d ON d.subject_id = e.subject_id AND d.purpose_id = e.purpo
 WHERE e.id > %(before)s
   AND e.subject_id >= %(lo)s AND e.subject_id < %(hi)s
   AND e.actor_id = %(actor_id)s AND e.occurred_at = %(now)s
+"""
+
+
+# The events of the decisions that write, in (subject, purpose) order.
+_EVENTS = """
+(subject_id, purpose_id, granted, source, policy_version_id, jurisdiction_id,
+ actor_type, actor_id, occurred_at, notice_version_id, language, ip_truncated,
+ user_agent, reason, rollout_phase_id)
+SELECT d.subject_id, d.purpose_id, d.granted, d.source, %(version_id)s,
+       d.jurisdiction_id, %(actor_type)s, %(actor_id)s, %(now)s, %(version_id)s,
+       t.language, '', '', '', %(phase_id)s
+FROM reach_decisions d JOIN reach_targets t ON t.subject_id = d.subject_id
+WHERE d.write
+ORDER BY d.subject_id, d.purpose_id
+"""
+
+# The current states moved to the new events: the states that exist are updated and
+# the others inserted, each in one statement. The subjects are locked, so no other
+# writer can add a state for them meanwhile, and a plain insert costs a third less
+# than an upsert.
+_UPDATE_STATES = """
+UPDATE consent_consentstate SET
+  granted = e.granted, source = e.source,
+  policy_version_id = e.policy_version_id, event_id = e.id,
+  updated_at = e.occurred_at
+FROM ({events}) e
+WHERE consent_consentstate.subject_id = e.subject_id
+  AND consent_consentstate.purpose_id = e.purpose_id AND e.existing
+"""
+_INSERT_STATES = """
+INSERT INTO consent_consentstate
+  (subject_id, purpose_id, granted, source, policy_version_id, event_id, updated_at)
+SELECT e.subject_id, e.purpose_id, e.granted, e.source, e.policy_version_id,
+       e.id, e.occurred_at
+FROM ({events}) e
+WHERE NOT e.existing
+"""
+
+# PostgreSQL: the events inserted and the states moved to them in one statement, the
+# states reading the events the insert returns instead of finding them again.
+_EVENTS_AND_STATES = f"""
+WITH inserted AS (
+  INSERT INTO consent_consentevent {_EVENTS}
+  RETURNING id, subject_id, purpose_id, granted, source, policy_version_id, occurred_at
+), new_events AS (
+  SELECT i.*, d.existing
+  FROM inserted i
+  JOIN reach_decisions d ON d.subject_id = i.subject_id AND d.purpose_id = i.purpose_id
+), updated AS (
+{_UPDATE_STATES.format(events="SELECT * FROM new_events")}
+)
+{_INSERT_STATES.format(events="SELECT * FROM new_events")}
+"""  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
+
+
+# One notice per target for the version, asking for a decision when one of its
+# purposes needs one.
+_NOTICES = """
+INSERT INTO consent_policynotice
+  (subject_id, version_id, requires_decision, created_at, resolved_at,
+   previous_version_id)
+SELECT t.subject_id, %(version_id)s, COALESCE(d.decide, FALSE), %(now)s, NULL,
+       t.from_version_id
+FROM reach_targets t
+LEFT JOIN (SELECT subject_id, MAX(CASE WHEN decide THEN 1 ELSE 0 END) = 1 AS decide
+           FROM reach_decisions GROUP BY subject_id) d
+  ON d.subject_id = t.subject_id
+WHERE TRUE
+"""
+
+# Whether a target already has a notice for the version: only a subject who reached
+# it before, and was rolled back, has one (only `reach` writes notices, and the targets
+# are locked). A range scan of the notices' (subject, version) index.
+_ANY_NOTICE = """
+SELECT EXISTS (
+  SELECT 1 FROM consent_policynotice n JOIN reach_targets t ON t.subject_id = n.subject_id
+  WHERE n.version_id = %(version_id)s
+    AND n.subject_id >= %(lo)s AND n.subject_id < %(hi)s)
+"""
+
+# PostgreSQL, when no target has a notice for the version (the usual case): plain
+# inserts, the purposes to decide attached to the notices the insert returns.
+_NEW_NOTICES = f"""
+WITH notices AS (
+{_NOTICES}
+  RETURNING id, subject_id
+)
+INSERT INTO consent_policynotice_decision_purposes (policynotice_id, purpose_id)
+SELECT n.id, d.purpose_id
+FROM notices n JOIN reach_decisions d ON d.subject_id = n.subject_id
+WHERE d.decide
+"""  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
+
+# Otherwise the notice is reopened when decisions are needed again, and the purposes
+# to decide are added to those it has.
+_UPSERT_NOTICES = f"""
+{_NOTICES}
+ON CONFLICT (subject_id, version_id) DO UPDATE SET
+  previous_version_id = excluded.previous_version_id,
+  requires_decision = consent_policynotice.requires_decision
+                      OR excluded.requires_decision,
+  resolved_at = CASE WHEN excluded.requires_decision THEN NULL
+                     ELSE consent_policynotice.resolved_at END,
+  created_at = CASE WHEN excluded.requires_decision THEN excluded.created_at
+                    ELSE consent_policynotice.created_at END
+"""  # nosec # B608 (only constants of this module are interpolated)
+_NOTICE_PURPOSES = """
+INSERT INTO consent_policynotice_decision_purposes (policynotice_id, purpose_id)
+SELECT n.id, d.purpose_id
+FROM reach_decisions d
+JOIN consent_policynotice n
+  ON n.subject_id = d.subject_id AND n.version_id = %(version_id)s
+ AND n.subject_id >= %(lo)s AND n.subject_id < %(hi)s
+WHERE d.decide
+ON CONFLICT DO NOTHING
 """
 
 
@@ -280,88 +398,20 @@ def reach(
     )
     before = _scalar("SELECT COALESCE(MAX(id), 0) FROM consent_consentevent") or 0
     params["before"] = before
-    events = _run(
-        """
-        INSERT INTO consent_consentevent
-          (subject_id, purpose_id, granted, source, policy_version_id, jurisdiction_id,
-           actor_type, actor_id, occurred_at, notice_version_id, language, ip_truncated,
-           user_agent, reason, rollout_phase_id)
-        SELECT d.subject_id, d.purpose_id, d.granted, d.source, %(version_id)s,
-               d.jurisdiction_id, %(actor_type)s, %(actor_id)s, %(now)s, %(version_id)s,
-               t.language, '', '', '', %(phase_id)s
-        FROM reach_decisions d JOIN reach_targets t ON t.subject_id = d.subject_id
-        WHERE d.write
-        ORDER BY d.subject_id, d.purpose_id
-        """,
-        params,
-    )
-    if events:
-        # The new events of this call: after `before`, in this id range, written by
-        # this actor at this instant (the range's targets are locked by this
-        # transaction). A range condition, not a join: it stays an index range scan.
-        # The states that exist are updated and the others inserted, each in one
-        # statement: the subjects are locked, so no other writer can add a state for
-        # them meanwhile, and a plain insert costs a third less than an upsert.
-        _run(
-            f"""
-            UPDATE consent_consentstate SET
-              granted = e.granted, source = e.source,
-              policy_version_id = e.policy_version_id, event_id = e.id,
-              updated_at = e.occurred_at
-            FROM ({_NEW_EVENTS}) e
-            WHERE consent_consentstate.subject_id = e.subject_id
-              AND consent_consentstate.purpose_id = e.purpose_id AND e.existing
-            """,  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
-            params,
-        )
-        _run(
-            f"""
-            INSERT INTO consent_consentstate
-              (subject_id, purpose_id, granted, source, policy_version_id, event_id,
-               updated_at)
-            SELECT e.subject_id, e.purpose_id, e.granted, e.source, e.policy_version_id,
-                   e.id, e.occurred_at
-            FROM ({_NEW_EVENTS}) e
-            WHERE NOT e.existing
-            """,  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
-            params,
-        )
-    _run(
-        """
-        INSERT INTO consent_policynotice
-          (subject_id, version_id, requires_decision, created_at, resolved_at,
-           previous_version_id)
-        SELECT t.subject_id, %(version_id)s, COALESCE(d.decide, FALSE), %(now)s, NULL,
-               t.from_version_id
-        FROM reach_targets t
-        LEFT JOIN (SELECT subject_id, MAX(CASE WHEN decide THEN 1 ELSE 0 END) = 1 AS decide
-                   FROM reach_decisions GROUP BY subject_id) d
-          ON d.subject_id = t.subject_id
-        WHERE TRUE
-        ON CONFLICT (subject_id, version_id) DO UPDATE SET
-          previous_version_id = excluded.previous_version_id,
-          requires_decision = consent_policynotice.requires_decision
-                              OR excluded.requires_decision,
-          resolved_at = CASE WHEN excluded.requires_decision THEN NULL
-                             ELSE consent_policynotice.resolved_at END,
-          created_at = CASE WHEN excluded.requires_decision THEN excluded.created_at
-                            ELSE consent_policynotice.created_at END
-        """,
-        params,
-    )
-    _run(
-        """
-        INSERT INTO consent_policynotice_decision_purposes (policynotice_id, purpose_id)
-        SELECT n.id, d.purpose_id
-        FROM reach_decisions d
-        JOIN consent_policynotice n
-          ON n.subject_id = d.subject_id AND n.version_id = %(version_id)s
-         AND n.subject_id >= %(lo)s AND n.subject_id < %(hi)s
-        WHERE d.decide
-        ON CONFLICT DO NOTHING
-        """,
-        params,
-    )
+    if connection.vendor == "postgresql":
+        events = _scalar("SELECT COUNT(*) FROM reach_decisions WHERE write") or 0
+        if events:
+            _run(_EVENTS_AND_STATES, params)
+    else:
+        events = _run(f"INSERT INTO consent_consentevent {_EVENTS}", params)
+        if events:
+            _run(_UPDATE_STATES.format(events=_NEW_EVENTS), params)
+            _run(_INSERT_STATES.format(events=_NEW_EVENTS), params)
+    if connection.vendor == "postgresql" and not _scalar(_ANY_NOTICE, params):
+        _run(_NEW_NOTICES, params)
+    else:
+        _run(_UPSERT_NOTICES, params)
+        _run(_NOTICE_PURPOSES, params)
     if events:
         _announce(params)
     _cleanup()

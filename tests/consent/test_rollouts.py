@@ -40,6 +40,7 @@ from consent.models import (
     ConsentState,
     Jurisdiction,
     JurisdictionRule,
+    NoticeDecisionPurpose,
     OutboxMessage,
     PolicyNotice,
     PolicyVersion,
@@ -1155,6 +1156,43 @@ def test_rollback_returns_subjects_to_the_version_they_came_from(settle):
 
     assert version_of(brazilian) == "2024-01"
     assert Jurisdiction.objects.get(code="BR").current_policy_version.label == "2024-01"
+
+
+def test_a_subject_reached_again_after_a_rollback_keeps_one_notice_and_decides_again(settle):
+    first = only_ads_phase_one()
+    returning = SubjectFactory.create(country="GB", birth_year=born(30))
+    undecided = SubjectFactory.create(country="GB", birth_year=born(30))
+    with settle():
+        rollouts.tick()
+    earlier = notice(returning, "2025-06")
+    assert decision_keys(earlier) == set(ADS_PURPOSES)
+    for key in ADS_PURPOSES:
+        choose(returning, key, True)
+    services.resolve_notice(external_id=returning.external_id, actor=TEST_ACTOR)
+    rollouts.rollback_phase(phase=first, actor="staff:ro")
+    # The withdrawn notice took its purposes with it; the resolved one kept its own.
+    assert not PolicyNotice.objects.filter(subject=undecided).exists()
+    assert set(NoticeDecisionPurpose.objects.values_list("policynotice_id", flat=True)) == {
+        earlier.pk
+    }
+    newcomer = SubjectFactory.create(country="GB", birth_year=born(30))
+
+    reached = services.publish_version_to_jurisdiction(
+        version=PolicyVersion.objects.get(label="2025-06"),
+        jurisdiction=Jurisdiction.objects.get(code="GB"),
+    )
+
+    # One call over a notice that exists and two that do not: the existing one is
+    # reopened with the same purposes, not duplicated.
+    assert reached == 3
+    again = notice(returning, "2025-06")
+    assert again.pk == earlier.pk
+    assert (again.requires_decision, again.resolved_at) == (True, None)
+    assert decision_keys(again) == set(ADS_PURPOSES)
+    for subject in (undecided, newcomer):
+        assert notice(subject, "2025-06").requires_decision
+        assert decision_keys(notice(subject, "2025-06")) == set(ADS_PURPOSES)
+    assert NoticeDecisionPurpose.objects.count() == 3 * len(ADS_PURPOSES)
 
 
 # --- the REST API -----------------------------------------------------------------------------
