@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -148,6 +149,42 @@ def _check_statement(
     return query, [*subjects_params, *purposes_params]
 
 
+@lru_cache(maxsize=65536)
+def _reason(
+    introduced: str,
+    version_label: str,
+    mechanism: str | None,
+    age: int | None,
+    consent_age: int,
+    opt_in_below_age: int | None,
+    minor_age: int,
+    banned: bool,
+    essential: bool,
+    gpc_applies: bool,
+    profiling: bool,
+    granted: bool | None,
+    source: str | None,
+) -> DenialReason | None:
+    """`rules.check` of one row of the check's query. Remembered: the answer depends
+    only on these values, of which a population has few combinations (a thousand
+    subjects share a few dozen), never on who the subject is."""
+    return rules.check(
+        live=rules.is_live(
+            introduced_label=introduced, subject_version_label=version_label, mechanism=mechanism
+        ),
+        mechanism=mechanism,
+        blocked_by_age=rules.age_blocked(
+            age=age,
+            rules=rules.AgeRules(consent_age, opt_in_below_age, minor_age, banned),
+            purpose=rules.PurposeFlags(
+                essential=essential, gpc_applies=gpc_applies, profiling=profiling
+            ),
+        ),
+        state_granted=granted,
+        state_source=source,
+    )
+
+
 def _check_answers(
     rows: Sequence[tuple[Any, ...]], external_ids: Sequence[str]
 ) -> tuple[dict[str, PurposeCheck], dict[str, CheckedSubject]]:
@@ -183,24 +220,20 @@ def _check_answers(
             subjects[external_id] = CheckedSubject(
                 subject_pk, external_id, country, language, birth_year, version_label
             )
-        reason = rules.check(
-            live=rules.is_live(
-                introduced_label=introduced,
-                subject_version_label=version_label,
-                mechanism=mechanism,
-            ),
-            mechanism=mechanism,
-            blocked_by_age=rules.age_blocked(
-                age=rules.lowest_age(birth_year, on),
-                rules=rules.AgeRules(consent_age, opt_in_below_age, minor_age, bool(banned)),
-                purpose=rules.PurposeFlags(
-                    essential=bool(essential),
-                    gpc_applies=bool(gpc_applies),
-                    profiling=bool(profiling),
-                ),
-            ),
-            state_granted=None if granted is None else bool(granted),
-            state_source=source,
+        reason = _reason(
+            introduced,
+            version_label,
+            mechanism,
+            rules.lowest_age(birth_year, on),
+            consent_age,
+            opt_in_below_age,
+            minor_age,
+            bool(banned),
+            bool(essential),
+            bool(gpc_applies),
+            bool(profiling),
+            None if granted is None else bool(granted),
+            source,
         )
         found[external_id] = CheckResult(external_id, reason is None, reason)
     unknown = DenialReason.UNKNOWN_SUBJECT

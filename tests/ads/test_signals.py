@@ -19,13 +19,17 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.core import validators
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from rest_framework import serializers
 from rest_framework.test import APIClient
+from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 from ads import features, signals, tasks
 from ads.choices import SIGNAL_TIES, ActivityLevel, SignalType
@@ -269,6 +273,26 @@ def test_every_content_key_of_a_batch_is_named(reporter, alice):
     # Content first: the unknown field is not the point while content is present.
     assert list(errors) == ["events[0].text", "events[2].location"]
     assert nothing_stored()
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["a", "Text", "group-id", "topics", "lat", "city", ""]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None, derandomize=True)
+@given(value=JSON_VALUES)
+def test_the_quick_content_test_agrees_with_the_paths_it_names(value: Any) -> None:
+    assert signals.has_content(value) is bool(list(signals.content_paths(value)))
 
 
 def test_no_schema_has_a_content_field():
@@ -1158,9 +1182,19 @@ ODD_VALUES = st.one_of(
 
 # Per field, values near the edge of what its schema takes, then anything odd.
 FIELD_VALUES: dict[str, list[Any]] = {
-    "subject": ["alice", " alice", "alice\n", "", "a" * 64, "a" * 65, "al\x00ice", 7],
+    "subject": [
+        "alice",
+        " alice",
+        "alice\n",
+        "",
+        "a" * 64,
+        "a" * 65,
+        "al\x00ice",
+        "al\udc00ice",
+        7,
+    ],
     "occurred_at": ["2026-12-01T10:00:00", "1999-01-01T00:00:00Z", "2999-01-01T00:00:00Z", 0],
-    "channel": ["chan-1", "chan 1", "chan-1 ", "c" * 65, "ch:1.x_y"],
+    "channel": ["chan-1", "chan 1", "chan-1 ", "c" * 65, "ch:1.x_y", "ch\ud800"],
     "topics": [
         ["football", "k-pop", "football"],
         ["a"] * 11,
@@ -1224,6 +1258,33 @@ def test_what_the_fast_path_accepts_the_schema_accepts_with_the_same_value(
         expected = None
     if fast is not None:
         assert expected == fast
+
+
+@pytest.mark.parametrize(
+    ("validator", "values"),
+    [
+        (validators.MaxLengthValidator(3), ["abc", "abcd", ""]),
+        (validators.MinLengthValidator(2), ["a", "ab", "abc"]),
+        (validators.MaxValueValidator(5), [4, 5, 6]),
+        (validators.MinValueValidator(1), [0, 1, 2]),
+        (validators.ProhibitNullCharactersValidator(), ["a\x00b", "ab"]),
+        (ProhibitSurrogateCharactersValidator(), ["a\ud800b", "\udfff", "ab", "é"]),
+        (validators.RegexValidator(signals.TOPIC_RE), ["k-pop", "K-Pop", "k--pop", ""]),
+        (validators.RegexValidator(r"^x", inverse_match=True), ["xa", "ax"]),
+        (validators.MaxLengthValidator(lambda: 2), ["ab", "abc"]),
+        (validators.EmailValidator(), ["a@example.com", "not an address"]),
+    ],
+)
+def test_a_validator_said_plainly_agrees_with_the_validator(validator: Any, values: list[Any]):
+    plain = signals._plain_test(validator)
+    for value in values:
+        try:
+            validator(value)
+        except (DjangoValidationError, serializers.ValidationError):
+            expected = False
+        else:
+            expected = True
+        assert plain(value) is expected, value
 
 
 @pytest.mark.parametrize("kind", list(signals.EVENT_SCHEMAS))
