@@ -350,9 +350,10 @@ def _prepare(
             )
     if connection.vendor == "postgresql":
         _run("ANALYZE reach_targets")  # without statistics the planner expects 1 row
+    # The decisions are not analysed: the planner sizes them by their pages, and its
+    # plans for the statements that read them were as good without their statistics
+    # (a batch about a tenth quicker in `make bench-rollout`, docs/benchmarks.md).
     _run(f"CREATE TEMPORARY TABLE reach_decisions AS {_DECISIONS}", params)
-    if connection.vendor == "postgresql":
-        _run("ANALYZE reach_decisions")
     return params
 
 
