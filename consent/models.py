@@ -275,7 +275,7 @@ class NoticeDecisionPurpose(models.Model):
 
     A rollout writes one row per subject and purpose to decide, so, like the notice,
     the rows carry no database-level foreign keys (their per-row checks at commit were
-    a fifth of such a batch's time): notices and purposes are deleted through the
+    a quarter of such a batch's time): notices and purposes are deleted through the
     ORM, which deletes their rows first (CASCADE; a purpose that any event or state
     names is protected). The unique pair is the only index: it leads with the notice,
     and a purpose's rows are looked up only when it is deleted.
