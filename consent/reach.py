@@ -205,7 +205,8 @@ WHERE NOT e.existing
 """
 
 # PostgreSQL: the events inserted and the states moved to them in one statement, the
-# states reading the events the insert returns instead of finding them again.
+# states reading the events the insert returns instead of finding them again; it
+# answers how many events it wrote.
 _EVENTS_AND_STATES = f"""
 WITH inserted AS (
   INSERT INTO consent_consentevent {_EVENTS}
@@ -216,8 +217,10 @@ WITH inserted AS (
   JOIN reach_decisions d ON d.subject_id = i.subject_id AND d.purpose_id = i.purpose_id
 ), updated AS (
 {_UPDATE_STATES.format(events="SELECT * FROM new_events")}
-)
+), added AS (
 {_INSERT_STATES.format(events="SELECT * FROM new_events")}
+)
+SELECT COUNT(*) FROM inserted
 """  # noqa: S608 (only constants of this module are interpolated)  # nosec # B608
 
 
@@ -400,9 +403,7 @@ def reach(
     before = _scalar("SELECT COALESCE(MAX(id), 0) FROM consent_consentevent") or 0
     params["before"] = before
     if connection.vendor == "postgresql":
-        events = _scalar("SELECT COUNT(*) FROM reach_decisions WHERE write") or 0
-        if events:
-            _run(_EVENTS_AND_STATES, params)
+        events = _scalar(_EVENTS_AND_STATES, params) or 0
     else:
         events = _run(f"INSERT INTO consent_consentevent {_EVENTS}", params)
         if events:
