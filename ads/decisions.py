@@ -292,20 +292,23 @@ def day_bounds(now: datetime) -> tuple[date, datetime, datetime]:
     return day, start, start + timedelta(days=1)
 
 
-# The eligible campaigns of a decision in one statement, portable between PostgreSQL
-# and SQLite and prepared on PostgreSQL (`config/sql.py`): plain rows, no ORM query to
-# build on each decision. Each row carries its first active ad as the answer shows it,
-# and its targeting rules as one JSON array (`_RULES`), so that choosing and showing
-# need no further query. The subqueries are today's spend, the first active ad, the
-# rules, the subject's hides and the subject's impressions of the campaign today.
-_CANDIDATES_SQL = """
-SELECT c.id, c.advertiser_id, c.pricing, c.bid, c.spent, c.total_budget, c.daily_budget,
-       COALESCE((SELECT d.spent FROM {day} d WHERE d.campaign_id = c.id AND d.day = %s), 0),
-       a.id, a.headline, a.body, a.image_url, a.call_to_action, c.name, c.click_to_chat,
-       v.name, {rules}
+# The eligible campaigns of a decision in two parts.
+#
+# What changes while campaigns serve (their spend, total and today's) and what depends
+# on the subject (its hides, its impressions of each campaign today) is read on every
+# decision, in one portable statement, prepared on PostgreSQL (`config/sql.py`) and
+# sent in the same round trip as the consent check: plain rows, each with the
+# campaign's `catalog_stamp`.
+#
+# What a decision shows and ranks of a campaign — its first active ad, its targeting
+# rules, its pricing and bid, its name, click-to-chat business and advertiser's name —
+# changes only when someone edits the campaign, and is kept in each process by
+# (campaign id, stamp) (`catalog_entries`). Triggers add one to the stamp on every such
+# edit (migration 0006), so an edit is seen by the next decision in every process.
+_ELIGIBLE_SQL = """
+SELECT c.id, c.catalog_stamp, c.spent, c.total_budget, c.daily_budget, COALESCE(d.spent, 0)
 FROM {campaign} c
-JOIN {advertiser} v ON v.id = c.advertiser_id
-JOIN {ad} a ON a.id = (SELECT MIN(f.id) FROM {ad} f WHERE f.campaign_id = c.id AND f.is_active)
+LEFT JOIN {day} d ON d.campaign_id = c.id AND d.day = %s
 WHERE c.status = %s AND c.placement = %s AND c.starts_at <= %s
   AND c.spent < c.total_budget
   AND (c.ends_at IS NULL OR c.ends_at > %s)
@@ -320,6 +323,17 @@ ORDER BY c.id
 # The subject by external id, so that the query can travel with the consent check,
 # before the subject's key is known.
 _SUBJECT = "(SELECT s.id FROM {subject} s WHERE s.external_id = %s)"
+
+# What the catalog keeps of campaigns, by id: the first active ad as the answer shows
+# it (none: the campaign cannot serve) and the rules as one JSON array (`_RULES`).
+_CATALOG_SQL = """
+SELECT c.id, c.catalog_stamp, c.advertiser_id, c.pricing, c.bid, a.id, a.headline, a.body,
+       a.image_url, a.call_to_action, c.name, c.click_to_chat, v.name, {rules}
+FROM {campaign} c
+JOIN {advertiser} v ON v.id = c.advertiser_id
+LEFT JOIN {ad} a ON a.id = (SELECT MIN(f.id) FROM {ad} f WHERE f.campaign_id = c.id AND f.is_active)
+WHERE {ids}
+"""
 
 # A campaign's rules as a JSON array of [feature, values], in each database's words.
 _RULES = {
@@ -337,6 +351,84 @@ def _money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.0001"))
 
 
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What decisions need of a campaign at one `catalog_stamp`.
+
+    The ad in `served` is the ad as decisions show it, with its campaign and advertiser
+    loaded (the fields the answer and the log use); it is shared by every decision that serves it
+    from this process, so nothing may change it."""
+
+    stamp: int
+    served: tuple[Candidate, Ad] | None  # None: no active ad, the campaign cannot serve
+    unit: Decimal  # what one billable unit costs (`unit_price`)
+
+
+# Each process's catalog: campaign id → its entry at the stamp it was read with. Only
+# what was read outside a transaction is kept (a transaction sees its own edits, which
+# may be rolled back); it is cleared when it outgrows its bound.
+_catalog: dict[int, CatalogEntry] = {}
+_CATALOG_MAX = 10_000
+
+
+def forget_catalog() -> None:
+    """Empties this process's catalog of campaigns (each test starts without one)."""
+    _catalog.clear()
+
+
+def catalog_entries(stamps: Mapping[int, int]) -> dict[int, CatalogEntry]:
+    """The catalog entries of these campaigns (id → the stamp just read): those this
+    process holds at the same stamp, the others read in one query. A campaign gone in
+    the meantime has none; one edited in the meantime has its newer entry."""
+    entries: dict[int, CatalogEntry] = {}
+    missing: list[int] = []
+    for pk, stamp in stamps.items():
+        entry = _catalog.get(pk)
+        if entry is not None and entry.stamp == stamp:
+            entries[pk] = entry
+        else:
+            missing.append(pk)
+    if not missing:
+        return entries
+    loaded = _load_catalog(missing)
+    entries.update(loaded)
+    if not connection.in_atomic_block:
+        if len(_catalog) + len(loaded) > _CATALOG_MAX:
+            _catalog.clear()
+        _catalog.update(loaded)
+    return entries
+
+
+def _load_catalog(ids: Sequence[int]) -> dict[int, CatalogEntry]:
+    ids_sql, ids_params = sql.any_of("c.id", list(ids))
+    query = _CATALOG_SQL.format(
+        campaign=Campaign._meta.db_table,
+        advertiser=Advertiser._meta.db_table,
+        ad=Ad._meta.db_table,
+        rules=_RULES[connection.vendor].format(rule=TargetingRule._meta.db_table),
+        ids=ids_sql,
+    )
+    [rows] = sql.fetch_together([(query, ids_params)])
+    entries = {}
+    for pk, stamp, advertiser_id, pricing, bid, ad_id, *shown, rules_json in rows:
+        bid = _money(bid)
+        served = None
+        if ad_id is not None:
+            candidate = Candidate(
+                campaign_id=pk,
+                advertiser_id=advertiser_id,
+                pricing=pricing,
+                bid=bid,
+                rules=_rules(rules_json or "[]"),
+                ad_id=ad_id,
+            )
+            served = (candidate, _shown_ad(pk, advertiser_id, pricing, bid, ad_id, *shown))
+        entries[pk] = CatalogEntry(
+            stamp=stamp, served=served, unit=unit_price(pricing=pricing, bid=bid)
+        )
+    return entries
+
+
 def eligible_candidates(*, external_id: str, placement: str, now: datetime) -> list[Candidate]:
     """Campaigns that may serve this subject now, regardless of targeting, as targeting
     sees them.
@@ -344,25 +436,22 @@ def eligible_candidates(*, external_id: str, placement: str, now: datetime) -> l
     Active, scheduled now, for the placement, of an advertiser the subject has not
     hidden, under the subject's frequency cap today, with an active ad, and able to pay
     one more unit within both the total and today's budget. One query however many
-    campaigns there are."""
-    statement = _candidates_statement(external_id, placement=placement, now=now)
+    campaigns there are, and one more for campaigns the catalog does not hold."""
+    statement = _eligible_statement(external_id, placement=placement, now=now)
     [rows] = sql.fetch_together([statement])
-    return _candidates(rows)[0]
+    return [candidate for candidate, _ in _eligible(rows)]
 
 
-def _candidates_statement(external_id: str, *, placement: str, now: datetime) -> sql.Statement:
-    """The eligible campaigns' query (`_CANDIDATES_SQL`) for a subject's external id."""
+def _eligible_statement(external_id: str, *, placement: str, now: datetime) -> sql.Statement:
+    """The eligible campaigns' query (`_ELIGIBLE_SQL`) for a subject's external id."""
     day, day_start, day_end = day_bounds(now)
     ops = connection.ops
-    query = _CANDIDATES_SQL.format(
+    query = _ELIGIBLE_SQL.format(
         day=CampaignDay._meta.db_table,
-        ad=Ad._meta.db_table,
         campaign=Campaign._meta.db_table,
-        advertiser=Advertiser._meta.db_table,
         hidden=HiddenAdvertiser._meta.db_table,
         event=AdEvent._meta.db_table,
         decision=AdDecision._meta.db_table,
-        rules=_RULES[connection.vendor].format(rule=TargetingRule._meta.db_table),
         subject=_SUBJECT.format(subject=Subject._meta.db_table),
     )
     moment = ops.adapt_datetimefield_value(now)
@@ -381,33 +470,21 @@ def _candidates_statement(external_id: str, *, placement: str, now: datetime) ->
     return query, params
 
 
-def _candidates(
-    rows: Sequence[tuple[Any, ...]],
-) -> tuple[list[Candidate], dict[int, tuple[Any, ...]]]:
-    """The candidates of the eligible campaigns' rows, with what each candidate's ad
-    shows by ad id (the values `_shown_ad` takes: only the chosen one becomes model
-    instances)."""
-    candidates: list[Candidate] = []
-    ads: dict[int, tuple[Any, ...]] = {}
-    for row in rows:
-        pk, advertiser_id, pricing, bid, spent, total, daily, today, ad_id, *shown, rules = row
-        bid, spent, total, daily, today = map(_money, (bid, spent, total, daily, today))
-        # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals).
-        unit = unit_price(pricing=pricing, bid=bid)
-        if spent + unit > total or today + unit > daily:
+def _eligible(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Candidate, Ad]]:
+    """The candidates of the eligible campaigns' rows that have an active ad and can pay
+    one more unit, with the ad each shows, in the rows' order."""
+    entries = catalog_entries({row[0]: row[1] for row in rows})
+    eligible = []
+    for pk, _, spent, total, daily, today in rows:
+        entry = entries.get(pk)
+        if entry is None or entry.served is None:
             continue
-        candidates.append(
-            Candidate(
-                campaign_id=pk,
-                advertiser_id=advertiser_id,
-                pricing=pricing,
-                bid=bid,
-                rules=_rules(rules or "[]"),
-                ad_id=ad_id,
-            )
-        )
-        ads[ad_id] = (pk, advertiser_id, pricing, bid, ad_id, *shown)
-    return candidates, ads
+        # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals).
+        unit = entry.unit
+        if _money(spent) + unit > _money(total) or _money(today) + unit > _money(daily):
+            continue
+        eligible.append(entry.served)
+    return eligible
 
 
 @lru_cache(maxsize=4096)
@@ -535,7 +612,7 @@ def decide(
     checked, checks, eligible = selectors.subject_checks_with(
         external_id=external_id,
         purpose_keys=AD_PURPOSES,
-        alongside=_candidates_statement(external_id, placement=placement, now=now),
+        alongside=_eligible_statement(external_id, placement=placement, now=now),
     )
     if checked is None and not checks:  # no ad purpose at all: is the subject known?
         try:
@@ -589,8 +666,8 @@ def decide(
         # The profile is not even read without personalisation.
         features = contextual_features(request)
 
-    candidates, ads = _candidates(eligible)
-    choice = choose(candidates=candidates, features=features)
+    shown = dict(_eligible(eligible))
+    choice = choose(candidates=list(shown), features=features)
     if choice is None:
         return _log(
             subject=subject,
@@ -600,7 +677,7 @@ def decide(
             features=features,
             now=now,
         )
-    ad = _shown_ad(*ads[choice.candidate.ad_id])
+    ad = shown[choice.candidate]
     campaign = ad.campaign
     return _log(
         subject=subject,

@@ -85,6 +85,12 @@ class Campaign(models.Model):
         help_text="Business account a click-to-chat ad opens a chat with (CPC campaigns).",
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Counts the changes to what a decision shows and ranks of this campaign — its
+    # name, advertiser, pricing, bid and click-to-chat business, its ads, its targeting
+    # rules and its advertiser's name. Database triggers keep it (migration 0006),
+    # whatever writes the change: each ad server's cache of campaigns
+    # (`ads.decisions.catalog_entries`) is keyed by it, so every such write invalidates it.
+    catalog_stamp = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -41,12 +41,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache() -> Iterable[None]:
-    """Each test starts with no verified tokens cached in the process."""
+    """Each test starts with no verified tokens, and no campaigns, cached in the process."""
+    from ads.decisions import forget_catalog
     from consent.auth import forget_token
 
     forget_token()
+    forget_catalog()
     yield
     forget_token()
+    forget_catalog()
 
 
 def _client(token: str | None) -> APIClient:
