@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from django.db import connection, transaction
 from django.db.models import (
@@ -160,7 +160,18 @@ def language_values(tag: str) -> frozenset[str]:
     return frozenset({folded, folded.split("-", 1)[0]})
 
 
-def profile_of(*, subject: Subject, features: SubjectFeatures | None, on: date) -> Profile:
+class Registered(Protocol):
+    """What registration says of a subject: a `Subject`, or the check's `CheckedSubject`."""
+
+    @property
+    def country(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def birth_year(self) -> int | None: ...
+
+
+def profile_of(*, subject: Registered, features: SubjectFeatures | None, on: date) -> Profile:
     """The subject's raw profile (registration data plus what signals derived)."""
     topics = frozenset(
         topic.casefold()
@@ -446,14 +457,7 @@ def _eligible_statement(external_id: str, *, placement: str, now: datetime) -> s
     """The eligible campaigns' query (`_ELIGIBLE_SQL`) for a subject's external id."""
     day, day_start, day_end = day_bounds(now)
     ops = connection.ops
-    query = _ELIGIBLE_SQL.format(
-        day=CampaignDay._meta.db_table,
-        campaign=Campaign._meta.db_table,
-        hidden=HiddenAdvertiser._meta.db_table,
-        event=AdEvent._meta.db_table,
-        decision=AdDecision._meta.db_table,
-        subject=_SUBJECT.format(subject=Subject._meta.db_table),
-    )
+    query = _eligible_query()
     moment = ops.adapt_datetimefield_value(now)
     params = [
         ops.adapt_datefield_value(day),
@@ -468,6 +472,18 @@ def _eligible_statement(external_id: str, *, placement: str, now: datetime) -> s
         ops.adapt_datetimefield_value(day_end),
     ]
     return query, params
+
+
+@lru_cache(maxsize=1)
+def _eligible_query() -> str:
+    return _ELIGIBLE_SQL.format(
+        day=CampaignDay._meta.db_table,
+        campaign=Campaign._meta.db_table,
+        hidden=HiddenAdvertiser._meta.db_table,
+        event=AdEvent._meta.db_table,
+        decision=AdDecision._meta.db_table,
+        subject=_SUBJECT.format(subject=Subject._meta.db_table),
+    )
 
 
 def _eligible(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Candidate, Ad]]:
@@ -556,7 +572,7 @@ def _features_row(subject_id: int) -> SubjectFeatures | None:
 
 def _log(
     *,
-    subject: Subject | None,
+    subject: int | None,  # the subject's key
     placement: str,
     context: RequestContext,
     reason: DecisionReason,
@@ -566,7 +582,7 @@ def _log(
     now: datetime,
 ) -> AdDecision:
     decision = AdDecision(
-        subject=subject,
+        subject_id=subject,
         placement=placement,
         ad=ad,
         campaign=campaign,
@@ -636,13 +652,7 @@ def decide(
             reason=DecisionReason.UNKNOWN_SUBJECT,
             now=now,
         )
-    subject = Subject(
-        pk=checked.pk,
-        external_id=checked.external_id,
-        country=checked.country,
-        language=checked.language,
-        birth_year=checked.birth_year,
-    )
+    subject = checked.pk
     personalization = checks.get(PERSONALIZATION)
     if personalization is None or checked.policy_version < personalization.introduced_in:
         return _log(
@@ -658,7 +668,7 @@ def decide(
         features = allowed_features(
             context=request,
             profile=profile_of(
-                subject=subject, features=_features_row(subject.pk), on=day_bounds(now)[0]
+                subject=checked, features=_features_row(subject), on=day_bounds(now)[0]
             ),
             allowed_purposes=allowed,
         )

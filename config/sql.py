@@ -19,6 +19,7 @@ import json
 import select
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -143,14 +144,24 @@ def insert(instance: models.Model) -> None:
     """Inserts a model instance, every concrete field given (its primary key must be
     set already: no RETURNING), as a prepared statement on PostgreSQL. The values are
     adapted by the fields themselves, as the ORM would; no signals are sent."""
-    fields = instance._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    query, fields = _insert_statement(type(instance), connection.vendor)
     params = [
         field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
     ]
-    placeholders = ", ".join(["%s"] * len(fields))
-    table = connection.ops.quote_name(instance._meta.db_table)
     with cursor() as inserting:
-        inserting.execute(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", params)  # noqa: S608 (names from the model)  # nosec # B608
+        inserting.execute(query, params)
     instance._state.adding = False
     instance._state.db = connection.alias
+
+
+@lru_cache(maxsize=64)
+def _insert_statement(
+    model: type[models.Model], vendor: str
+) -> tuple[str, tuple[models.Field[Any, Any], ...]]:
+    """A model's insert of every concrete field, written once per process (the vendor
+    is in the key: the names are quoted in its words)."""
+    fields = tuple(model._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    table = connection.ops.quote_name(model._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", fields  # noqa: S608 (names from the model)  # nosec # B608
