@@ -14,13 +14,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from ads import decisions
 from ads.choices import DecisionReason, Feature
 from ads.models import Ad, Advertiser, Campaign, TargetingRule
 from consent.models import MetadataCategory
 from tests.ads.test_decisions import born, decide, make_campaign
+from tests.connections import second_connection
 from tests.factories import SubjectFactory, publish
 
 pytestmark = pytest.mark.postgres
@@ -29,14 +30,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def other_process() -> Iterator[psycopg.Connection[Any]]:
     """A connection of its own, in autocommit: its writes are what another process does."""
-    db = connection.settings_dict
-    with psycopg.connect(
-        dbname=db["NAME"],
-        user=db["USER"],
-        host=db["HOST"],
-        port=db["PORT"] or None,
-        autocommit=True,
-    ) as conn:
+    with second_connection(autocommit=True) as conn:
         yield conn
 
 
@@ -45,7 +39,7 @@ def stamp(campaign: Campaign) -> int:
 
 
 class Undo(Exception):
-    pass
+    """Rolls the transaction it leaves back."""
 
 
 def ada_in_us() -> None:

@@ -14,7 +14,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import connection
 from django.db.models import ProtectedError
@@ -52,6 +51,7 @@ from consent import selectors, services
 from consent.choices import Source
 from consent.errors import InvalidValue
 from consent.models import MetadataCategory, Subject
+from tests.connections import second_connection
 from tests.factories import TEST_ACTOR, SubjectFactory, publish
 
 API = "/api/v1"
@@ -716,10 +716,7 @@ def test_a_decision_is_not_held_up_by_a_charge_in_progress_on_its_campaign() -> 
     publish("2025-06", "US")
     SubjectFactory.create(external_id="ada", country="US", language="en-US", birth_year=born(30))
     campaign = make_campaign("Busy", bid=Decimal("3"))
-    db = connection.settings_dict
-    with psycopg.connect(
-        dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"] or None
-    ) as charging:
+    with second_connection() as charging:
         charging.execute("SELECT id FROM ads_campaign WHERE id = %s FOR UPDATE", [campaign.pk])
         charging.execute("SELECT id FROM ads_ad WHERE campaign_id = %s FOR UPDATE", [campaign.pk])
         with connection.cursor() as cursor:

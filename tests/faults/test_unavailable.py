@@ -23,6 +23,7 @@ from rest_framework.test import APIClient
 from consent import api, rollouts, services, webhooks
 from consent.choices import RolloutStatus
 from consent.models import Rollout, RolloutBatch, RolloutPhase
+from tests.connections import second_connection
 from tests.factories import SubjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -243,16 +244,9 @@ def test_the_fast_lane_reconnects_when_the_server_closed_its_kept_connection() -
 
     assert check().status_code == 200  # the token is cached, the connection kept
     pid = connection.connection.info.backend_pid
-    db = connection.settings_dict
     # Autocommit: within one transaction pg_stat_activity is a snapshot taken at first
     # use, so a poll inside it would never see the backend leave.
-    with psycopg.connect(
-        dbname=db["NAME"],
-        user=db["USER"],
-        host=db["HOST"],
-        port=db["PORT"] or None,
-        autocommit=True,
-    ) as other:
+    with second_connection(autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
         deadline = time.monotonic() + 10
         while other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
