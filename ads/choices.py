@@ -16,6 +16,11 @@ class Placement(models.TextChoices):
     CHANNELS = "channels", _("Channels directory")
 
 
+# The placements' values, made once (`Placement.values` builds a new list on every read,
+# and decisions ask on every request).
+PLACEMENTS: frozenset[str] = frozenset(Placement.values)
+
+
 class Pricing(models.TextChoices):
     CPM = "cpm", _("CPM: price per 1,000 impressions")
     CPC = "cpc", _("CPC: price per click")

@@ -46,11 +46,11 @@ from ads.choices import (
     AGE_BANDS,
     FEATURE_TIES,
     PERSONALIZATION,
+    PLACEMENTS,
     AdEventType,
     CampaignStatus,
     DecisionReason,
     Feature,
-    Placement,
     Pricing,
 )
 from ads.models import (
@@ -495,9 +495,12 @@ def _eligible(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Candidate, Ad]]:
         entry = entries.get(pk)
         if entry is None or entry.served is None:
             continue
-        # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals).
+        # Money is compared here, in Decimal, rather than in SQL (SQLite has no decimals
+        # and gives the amounts back as floats; PostgreSQL gives Decimals).
+        if type(spent) is not Decimal:
+            spent, total, daily, today = map(_money, (spent, total, daily, today))
         unit = entry.unit
-        if _money(spent) + unit > _money(total) or _money(today) + unit > _money(daily):
+        if spent + unit > total or today + unit > daily:
             continue
         eligible.append(entry.served)
     return eligible
@@ -610,7 +613,7 @@ def decide(
     The returned decision has `ad.campaign.advertiser` loaded. Raises `InvalidValue`
     for a placement that is not `status` or `channels`: there are no ads in chats.
     """
-    if placement not in Placement.values:
+    if placement not in PLACEMENTS:
         raise InvalidValue(
             f"'{placement}' is not a placement for ads: ads are never shown inside chats.",
             field="placement",

@@ -17,7 +17,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 
 from ads import decisions
-from ads.choices import Placement
+from ads.choices import PLACEMENTS
 from ads.models import AdDecision
 from consent import fastlane, ratelimit, validators
 from consent.choices import Scope
@@ -37,7 +37,7 @@ def _request(request: HttpRequest) -> tuple[str, str, dict[str, str]] | None:
     if (
         not fastlane.plain_text(subject, MAX_ID_LENGTH)
         or type(placement) is not str
-        or placement not in Placement.values
+        or placement not in PLACEMENTS
         or type(context) is not dict
         or context.keys() != {"country", "language"}
         or not fastlane.plain_text(context["country"], MAX_COUNTRY_LENGTH)

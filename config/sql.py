@@ -24,7 +24,8 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 
@@ -45,11 +46,23 @@ class _PreparedDebugWrapper(CursorDebugWrapper):
             return CursorWrapper.execute(self, sql, params)
 
 
+def _db() -> BaseDatabaseWrapper:
+    """This thread's default connection itself. Each attribute read through
+    `django.db.connection` (a proxy) looks the connection up again in a context-local
+    store; on a hot path that lookup, made some fifty times a request, cost more than
+    the statements' own Python."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 def prepared() -> bool:
-    return connection.vendor == "postgresql" and settings.DATABASE_PREPARED_STATEMENTS
+    return _prepared_on(_db())
 
 
-def _drop_if_server_spoke() -> None:
+def _prepared_on(db: BaseDatabaseWrapper) -> bool:
+    return db.vendor == "postgresql" and settings.DATABASE_PREPARED_STATEMENTS
+
+
+def _drop_if_server_spoke(db: BaseDatabaseWrapper) -> None:
     """Runs Django's health check on a kept connection the server has written to
     unasked, and drops it if it fails.
 
@@ -57,19 +70,24 @@ def _drop_if_server_spoke() -> None:
     long as the check's query itself). A healthy idle connection has nothing to read;
     a server that shut down or restarted has sent its farewell and closed, which one
     `poll` (about a microsecond) sees. Without this, the first check on each kept
-    connection after a database restart would fail with a 503."""
-    if connection.in_atomic_block or getattr(connection, "health_check_done", False):
+    connection after a database restart would fail with a 503.
+
+    A quiet socket counts as the request's health check (Django asks again at the next
+    request), so the statements after the first one of a request skip it."""
+    if db.in_atomic_block or getattr(db, "health_check_done", False):
         return
-    raw = connection.connection
+    raw = db.connection
     if raw is None:
         return
     if raw.closed:  # psycopg already knows it is gone
-        connection.close()
+        db.close()
         return
     poller = select.poll()
     poller.register(raw.pgconn.socket, select.POLLIN)
     if poller.poll(0):
-        connection.close_if_health_check_failed()
+        db.close_if_health_check_failed()
+    else:
+        db.health_check_done = True  # type: ignore[attr-defined]  # Django's, not in the stubs
 
 
 @contextmanager
@@ -78,21 +96,22 @@ def cursor() -> Iterator[CursorWrapper]:
 
     It is wrapped like Django's cursors, so errors, `execute_wrapper` hooks and the
     query log (`django_assert_num_queries`) see its queries."""
-    if not prepared():
-        with connection.cursor() as plain:
+    db = _db()
+    if not _prepared_on(db):
+        with db.cursor() as plain:
             yield plain
         return
-    with _preparing() as wrapped:
+    with _preparing(db) as wrapped:
         yield wrapped
 
 
-def _preparing() -> CursorWrapper:
+def _preparing(db: BaseDatabaseWrapper) -> CursorWrapper:
     """A preparing cursor, wrapped as Django wraps its own, on the connection (dropped
     first if the server closed it, opened if need be)."""
-    _drop_if_server_spoke()
-    connection.ensure_connection()
-    wrapper = _PreparedDebugWrapper if connection.queries_logged else CursorWrapper
-    return wrapper(_PreparingCursor(connection.connection), connection)
+    _drop_if_server_spoke(db)
+    db.ensure_connection()
+    wrapper = _PreparedDebugWrapper if db.queries_logged else CursorWrapper
+    return wrapper(_PreparingCursor(db.connection), db)
 
 
 Statement = tuple[str, Sequence[Any]]
@@ -103,18 +122,19 @@ def fetch_together(statements: Sequence[Statement]) -> list[list[tuple[Any, ...]
     in one pipeline: one round trip for all of them instead of one each (about 0.3 ms
     apiece on a loaded two-core machine). They must not depend on one another's
     effects; elsewhere they run one after the other."""
-    if not prepared() or len(statements) < 2:
+    db = _db()
+    if not _prepared_on(db) or len(statements) < 2:
         results = []
         for query, params in statements:
             with cursor() as reading:
                 reading.execute(query, params)
                 results.append(reading.fetchall())
         return results
-    cursors = [_preparing() for _ in statements]
+    cursors = [_preparing(db) for _ in statements]
     try:
         # Errors surface when the pipeline syncs: wrapped like any other query's, so an
         # unreachable database is the same 503 everywhere.
-        with connection.wrap_database_errors, connection.connection.pipeline():
+        with db.wrap_database_errors, db.connection.pipeline():
             for reading, (query, params) in zip(cursors, statements, strict=True):
                 reading.execute(query, params)
         return [reading.fetchall() for reading in cursors]
@@ -144,14 +164,13 @@ def insert(instance: models.Model) -> None:
     """Inserts a model instance, every concrete field given (its primary key must be
     set already: no RETURNING), as a prepared statement on PostgreSQL. The values are
     adapted by the fields themselves, as the ORM would; no signals are sent."""
-    query, fields = _insert_statement(type(instance), connection.vendor)
-    params = [
-        field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields
-    ]
+    db = _db()
+    query, fields = _insert_statement(type(instance), db.vendor)
+    params = [field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields]
     with cursor() as inserting:
         inserting.execute(query, params)
     instance._state.adding = False
-    instance._state.db = connection.alias
+    instance._state.db = db.alias
 
 
 @lru_cache(maxsize=64)
@@ -161,7 +180,8 @@ def _insert_statement(
     """A model's insert of every concrete field, written once per process (the vendor
     is in the key: the names are quoted in its words)."""
     fields = tuple(model._meta.concrete_fields)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    ops = _db().ops
+    columns = ", ".join(ops.quote_name(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
-    table = connection.ops.quote_name(model._meta.db_table)
+    table = ops.quote_name(model._meta.db_table)
     return f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", fields  # noqa: S608 (names from the model)  # nosec # B608

@@ -72,3 +72,26 @@ def test_an_error_is_a_django_error_and_the_connection_goes_on(prepared: bool) -
         keys(True),
         keys(False),
     ]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_quiet_connection_is_polled_once_a_request(settings: Any, monkeypatch: Any) -> None:
+    """The poll for a server's farewell counts as the request's health check: the
+    statements after the first one of a request do not poll again."""
+    settings.DATABASE_PREPARED_STATEMENTS = True
+    optional, essential = keys(False), keys(True)  # read first: the ORM checks health too
+    connection.health_check_done = False  # type: ignore[attr-defined]  # as at a request's start
+    polls: list[int] = []
+    real_poll = sql.select.poll
+
+    def counted() -> Any:
+        polls.append(1)
+        return real_poll()
+
+    monkeypatch.setattr(sql.select, "poll", counted)
+
+    assert sql.fetch_together([(PURPOSES, [False])]) == [optional]
+    assert sql.fetch_together([(PURPOSES, [True]), (PURPOSES, [False])]) == [essential, optional]
+
+    assert polls == [1]
+    assert getattr(connection, "health_check_done", False)
