@@ -109,3 +109,22 @@ def test_the_check_is_prepared_once_per_connection_on_postgresql(crowd: list[str
 
     # One statement serves every number of subjects.
     assert prepared_checks() == before + 1
+
+
+def test_the_states_unique_pair_carries_what_the_check_reads(crowd: list[str]) -> None:
+    """Consent migration 0010: the check reads each state from the unique pair's index
+    alone (an index-only scan), and the pair is still unique."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'one_state_per_purpose'")
+        [(definition,)] = cursor.fetchall()
+        assert definition.startswith("CREATE UNIQUE INDEX")
+        assert definition.endswith("(subject_id, purpose_id) INCLUDE (granted, source)")
+
+        # The tables are tiny here, so the planner is told to avoid scanning them whole,
+        # as it does with a million subjects.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        query, params = selectors._check_statement("key", ["analytics"], crowd)
+        cursor.execute(f"EXPLAIN {query}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Only Scan using one_state_per_purpose on consent_consentstate" in plan
