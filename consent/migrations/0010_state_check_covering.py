@@ -25,12 +25,14 @@ PLAIN = (
 )
 
 
-def _on_postgresql(statement: str) -> Any:
-    def run(apps: Any, schema_editor: Any) -> None:
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(statement)
+def forward(apps: Any, schema_editor: Any) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(COVERING)
 
-    return run
+
+def backward(apps: Any, schema_editor: Any) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(PLAIN)
 
 
 class Migration(migrations.Migration):
@@ -38,6 +40,4 @@ class Migration(migrations.Migration):
         ("consent", "0009_notice_purposes_without_per_row_checks"),
     ]
 
-    operations = [
-        migrations.RunPython(_on_postgresql(COVERING), _on_postgresql(PLAIN), elidable=False),
-    ]
+    operations = [migrations.RunPython(forward, backward)]
