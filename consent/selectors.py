@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -34,8 +34,10 @@ from consent.models import (
 MAX_BULK_CHECK = 1000
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):
+    """One subject's answer. A named tuple: a bulk check makes a thousand of them, and
+    a frozen dataclass costs four times as much to build."""
+
     subject: str
     allowed: bool
     reason: DenialReason | None
@@ -121,11 +123,10 @@ class CheckedSubject:
 
 def _check(
     *, match: str, purposes: Sequence[int | str], external_ids: Sequence[str]
-) -> tuple[dict[str, PurposeCheck], dict[str, CheckedSubject]]:
-    """Purpose key -> one result per id asked (in order), for the purposes found; and
-    the subjects found, by external id."""
+) -> dict[str, PurposeCheck]:
+    """Purpose key -> one result per id asked (in order), for the purposes found."""
     [rows] = sql.fetch_together([_check_statement(match, purposes, external_ids)])
-    return _check_answers(rows, external_ids)
+    return _check_answers(rows, external_ids, with_subjects=False)[0]
 
 
 def _check_statement(
@@ -158,16 +159,18 @@ def _reason(
     consent_age: int,
     opt_in_below_age: int | None,
     minor_age: int,
-    banned: bool,
-    essential: bool,
-    gpc_applies: bool,
-    profiling: bool,
-    granted: bool | None,
+    banned: object,
+    essential: object,
+    gpc_applies: object,
+    profiling: object,
+    granted: object,
     source: str | None,
 ) -> DenialReason | None:
     """`rules.check` of one row of the check's query. Remembered: the answer depends
     only on these values, of which a population has few combinations (a thousand
-    subjects share a few dozen), never on who the subject is."""
+    subjects share a few dozen), never on who the subject is. The flags come as the
+    database gives them (booleans, or 0 and 1 on SQLite, which are the same keys) and
+    are made booleans only when an answer is worked out."""
     return rules.check(
         live=rules.is_live(
             introduced_label=introduced, subject_version_label=version_label, mechanism=mechanism
@@ -175,20 +178,23 @@ def _reason(
         mechanism=mechanism,
         blocked_by_age=rules.age_blocked(
             age=age,
-            rules=rules.AgeRules(consent_age, opt_in_below_age, minor_age, banned),
+            rules=rules.AgeRules(consent_age, opt_in_below_age, minor_age, bool(banned)),
             purpose=rules.PurposeFlags(
-                essential=essential, gpc_applies=gpc_applies, profiling=profiling
+                essential=bool(essential), gpc_applies=bool(gpc_applies), profiling=bool(profiling)
             ),
         ),
-        state_granted=granted,
+        state_granted=None if granted is None else bool(granted),
         state_source=source,
     )
 
 
 def _check_answers(
-    rows: Sequence[tuple[Any, ...]], external_ids: Sequence[str]
+    rows: Sequence[tuple[Any, ...]], external_ids: Sequence[str], *, with_subjects: bool = True
 ) -> tuple[dict[str, PurposeCheck], dict[str, CheckedSubject]]:
+    """The answers of the check's rows, per purpose, and the subjects they name (only
+    when asked for: a bulk check has no use for them)."""
     on = today()
+    ages: dict[int | None, int | None] = {}  # by birth year: a few dozen a thousand rows
     answers: dict[str, dict[str, CheckResult]] = {}
     introduced_in: dict[str, str] = {}
     subjects: dict[str, CheckedSubject] = {}
@@ -212,27 +218,33 @@ def _check_answers(
         country,
         language,
     ) in rows:
-        found = answers.setdefault(key, {})
-        introduced_in[key] = introduced
+        found = answers.get(key)
+        if found is None:
+            found = answers[key] = {}
+            introduced_in[key] = introduced
         if external_id is None:
             continue
-        if external_id not in subjects:
+        if with_subjects and external_id not in subjects:
             subjects[external_id] = CheckedSubject(
                 subject_pk, external_id, country, language, birth_year, version_label
             )
+        try:
+            age = ages[birth_year]
+        except KeyError:
+            age = ages[birth_year] = rules.lowest_age(birth_year, on)
         reason = _reason(
             introduced,
             version_label,
             mechanism,
-            rules.lowest_age(birth_year, on),
+            age,
             consent_age,
             opt_in_below_age,
             minor_age,
-            bool(banned),
-            bool(essential),
-            bool(gpc_applies),
-            bool(profiling),
-            None if granted is None else bool(granted),
+            banned,
+            essential,
+            gpc_applies,
+            profiling,
+            granted,
             source,
         )
         found[external_id] = CheckResult(external_id, reason is None, reason)
@@ -253,7 +265,7 @@ def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[Chec
     Results come back in the order asked, one per id (duplicates answered twice);
     an unknown or erased subject is never allowed.
     """
-    answers, _ = _check(match="id", purposes=[purpose.pk], external_ids=external_ids)
+    answers = _check(match="id", purposes=[purpose.pk], external_ids=external_ids)
     if purpose.key not in answers:  # deleted since it was read
         return [CheckResult(i, False, DenialReason.UNKNOWN_SUBJECT) for i in external_ids]
     return answers[purpose.key].results
@@ -262,7 +274,7 @@ def check_consent(*, purpose: Purpose, external_ids: Sequence[str]) -> list[Chec
 def check_consent_by_key(*, purpose_key: str, external_ids: Sequence[str]) -> list[CheckResult]:
     """`check_consent` for a purpose named by its key, in the same single query (the
     API's hot path: no separate purpose lookup). Raises `NotFound` for an unknown key."""
-    answers, _ = _check(match="key", purposes=[purpose_key], external_ids=external_ids)
+    answers = _check(match="key", purposes=[purpose_key], external_ids=external_ids)
     if purpose_key not in answers:
         raise NotFound(f"No purpose '{purpose_key}'.", field="purpose")
     return answers[purpose_key].results

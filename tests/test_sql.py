@@ -95,3 +95,47 @@ def test_a_quiet_connection_is_polled_once_a_request(settings: Any, monkeypatch:
 
     assert polls == [1]
     assert getattr(connection, "health_check_done", False)
+
+
+ARRAYS: list[list[Any]] = [
+    ["bench-1", "a,b", "{braces}", " spaced ", "NULL", "null", "ação", "用户", "", "x" * 64],
+    ['a "quote"', "back\\slash", "plain"],  # sent as a list: the text form would need escapes
+    [1, 2, 3, 2**40],
+    [],
+]
+
+
+TEXTS = "SELECT unnest(%s::text[])"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("values", ARRAYS)
+def test_an_array_literal_is_read_back_as_the_values(values: list[Any]) -> None:
+    query = "SELECT unnest(%s::bigint[])" if values and type(values[0]) is int else TEXTS
+    with connection.cursor() as cursor:
+        cursor.execute(query, [sql.array_literal(values)])
+        assert [row[0] for row in cursor.fetchall()] == values
+
+
+def test_an_array_literal_is_text_only_when_nothing_needs_escaping() -> None:
+    assert sql.array_literal(["a", "b,c"]) == '{"a","b,c"}'
+    assert sql.array_literal([5, 7]) == "{5,7}"
+    assert sql.array_literal([]) == "{}"
+    assert sql.array_literal(['say "hi"', "x"]) == ['say "hi"', "x"]
+    assert sql.array_literal(["a\\b"]) == ["a\\b"]
+    assert sql.array_literal([True, 1]) == [True, 1]  # booleans are not integers here
+    assert sql.array_literal(["a", 1]) == ["a", 1]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("values", [["bench-1", "b"], ['q"uote', "b"], [1, 2]])
+def test_any_of_matches_the_same_rows_as_a_list(values: list[Any], settings: Any) -> None:
+    settings.DATABASE_PREPARED_STATEMENTS = True
+    column = "p.id" if type(values[0]) is int else "p.key"
+    where, params = sql.any_of(column, values)
+    select = "SELECT " + column + " FROM consent_purpose p WHERE "  # noqa: S608 (constants)  # nosec # B608
+    with connection.cursor() as cursor:
+        cursor.execute(select + where + " ORDER BY 1", params)
+        found = [row[0] for row in cursor.fetchall()]
+        cursor.execute(select + column + " = ANY(%s) ORDER BY 1", [values])
+        assert found == [row[0] for row in cursor.fetchall()]

@@ -12,7 +12,9 @@ from django.test import RequestFactory
 from rest_framework.views import APIView
 
 from consent import api, fastlane, services
+from consent.choices import DenialReason
 from consent.models import ServiceToken
+from consent.selectors import CheckResult
 from tests.factories import SubjectFactory, publish
 
 pytestmark = pytest.mark.django_db
@@ -158,3 +160,28 @@ def test_the_lane_is_what_the_url_serves(client: Any, tokens: dict[str, str]) ->
         {"subject": "alice", "allowed": False, "reason": "denied"}
     ]
     assert not hasattr(response, "renderer_context")  # answered without DRF
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["alice", 'a "quoted" \\ id', "ação", "用户", "tab\there", "line\u2028sep", "emoji 🙂"],
+)
+def test_the_answer_is_put_together_as_the_json_encoder_writes_it(subject: str) -> None:
+    results = [CheckResult(subject, True, None)] + [
+        CheckResult(subject, False, reason) for reason in DenialReason
+    ]
+    payload = {
+        "purpose": "ads_personalization",
+        "results": [
+            {"subject": r.subject, "allowed": r.allowed, "reason": r.reason} for r in results
+        ],
+    }
+
+    built = fastlane._check_response("ads_personalization", results)
+
+    assert built.content == fastlane.json_response(payload, allow="POST, OPTIONS").content
+    assert built["Content-Type"] == "application/json"
+    assert built["Allow"] == "POST, OPTIONS"
+    assert json.loads(built.content)["results"][1:] == [
+        {"subject": subject, "allowed": False, "reason": reason.value} for reason in DenialReason
+    ]
