@@ -741,9 +741,9 @@ def _check_advertisers(events: list[dict[str, Any]]) -> None:
             )
 
 
-def _allowed_subjects(*, purpose_key: str, external_ids: list[str]) -> tuple[set[str], set[str]]:
-    """Which of these (known, locked) subjects allow the purpose now, and which metadata
-    categories the purpose covers now.
+def _allowed_subjects(*, purpose_key: str, subjects: dict[str, int]) -> tuple[set[str], set[str]]:
+    """Which of these (known, locked) subjects — external id -> primary key — allow the
+    purpose now, and which metadata categories the purpose covers now.
 
     Fails closed: a purpose that no longer exists allows nobody, and a signal whose
     category staff have taken out of its purpose is not stored under it."""
@@ -751,7 +751,7 @@ def _allowed_subjects(*, purpose_key: str, external_ids: list[str]) -> tuple[set
         purpose = selectors.get_purpose(key=purpose_key)
     except NotFound:
         return set(), set()
-    results = selectors.check_consent(purpose=purpose, external_ids=external_ids)
+    results = selectors.check_consent_of_locked(purpose=purpose, subjects=subjects)
     allowed = {result.subject for result in results if result.allowed}
     if not allowed:
         return set(), set()
@@ -783,7 +783,9 @@ def ingest(*, events: list[dict[str, Any]], now: datetime | None = None) -> Inge
             if event["subject"] in subjects:
                 asking[SIGNAL_TIES[event["type"]][1]].add(event["subject"])
         answers = {
-            purpose: _allowed_subjects(purpose_key=purpose, external_ids=sorted(ids))
+            purpose: _allowed_subjects(
+                purpose_key=purpose, subjects={i: subjects[i] for i in sorted(ids)}
+            )
             for purpose, ids in asking.items()
         }
         stored: list[features.Stored] = []

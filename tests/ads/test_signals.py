@@ -630,13 +630,13 @@ def test_unknown_and_erased_subjects_are_dropped_and_counted(reporter, alice):
 
 def test_consent_is_checked_once_per_purpose_not_per_event(alice, dieter, advertiser, monkeypatch):
     calls: list[tuple[str, int]] = []
-    check = selectors.check_consent
+    check = selectors.check_consent_of_locked
 
-    def counting(*, purpose, external_ids):
-        calls.append((purpose.key, len(external_ids)))
-        return check(purpose=purpose, external_ids=external_ids)
+    def counting(*, purpose, subjects):
+        calls.append((purpose.key, len(subjects)))
+        return check(purpose=purpose, subjects=subjects)
 
-    monkeypatch.setattr(selectors, "check_consent", counting)
+    monkeypatch.setattr(selectors, "check_consent_of_locked", counting)
     kinds = ["channel_followed", "status_viewed", "app_session", "message_sent"]
     events = [event(kind, who) for kind in kinds for who in ("alice", "dieter")] * 20
 

@@ -926,6 +926,33 @@ def test_the_bulk_check_answers_in_input_order_with_unknown_subjects_denied():
     ]
 
 
+def test_the_check_by_primary_key_answers_as_the_check_by_external_id():
+    brazilian = SubjectFactory.create(country="BR")
+    german = SubjectFactory.create(country="DE", birth_year=1990)
+    teen = SubjectFactory.create(country="BR", birth_year=2014)
+    erased = SubjectFactory.create(country="BR")
+    erased_id = erased.external_id
+    services.erase_subject(external_id=erased_id, actor=TEST_ACTOR)
+    subjects = {
+        german.external_id: german.pk,
+        brazilian.external_id: brazilian.pk,
+        teen.external_id: teen.pk,
+        erased_id: erased.pk,  # its key now names the tombstone: never found under it
+    }
+    for key in ("analytics", "ads_personalization", "service_delivery"):
+        purpose = selectors.get_purpose(key=key)
+
+        by_key = selectors.check_consent_of_locked(purpose=purpose, subjects=subjects)
+
+        assert by_key == selectors.check_consent(purpose=purpose, external_ids=list(subjects))
+        assert [r.subject for r in by_key] == list(subjects)
+        assert by_key[-1] == (erased_id, False, DenialReason.UNKNOWN_SUBJECT)
+    analytics = selectors.get_purpose(key="analytics")
+    assert [
+        r.allowed for r in selectors.check_consent_of_locked(purpose=analytics, subjects=subjects)
+    ] == [False, True, False, False]
+
+
 def test_the_bulk_check_refuses_more_than_1000_subjects():
     purpose = selectors.get_purpose(key="analytics")
     with pytest.raises(ValueError, match="1000"):
