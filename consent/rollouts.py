@@ -91,32 +91,45 @@ def _phase_jurisdiction_ids(phase: RolloutPhase) -> list[int]:
 
 
 def _boundaries(jurisdiction_ids: list[int], size: int) -> list[tuple[int, int, int]]:
-    """Keyset ranges [lo, hi) of at most `size` subjects, from one index scan (no
-    OFFSET): every size-th id starts a range."""
+    """Keyset ranges [lo, hi) of at most `size` subjects, in one statement (no OFFSET
+    from the start of the table, no numbering of every row): each range starts at the
+    size-th subject after the start of the one before, found by one probe of the
+    primary key that steps over the rows between without numbering them; only the
+    last range's subjects are counted. Runs in the phase's transaction. On a million
+    subjects, without PostgreSQL's JIT (whose compiling cost more than the statement),
+    0.7 s against 2.0 s for numbering every row with a window function
+    (docs/benchmarks.md, ninth pass)."""
     if not jurisdiction_ids:
         return []
     ids = ", ".join(str(int(i)) for i in jurisdiction_ids)
+    in_phase = f"s.jurisdiction_id IN ({ids}) AND s.erased_at IS NULL"
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL jit = off")
         cursor.execute(
             f"""
-            SELECT id, rn, total FROM (
-              SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS rn, COUNT(*) OVER () AS total
-              FROM consent_subject
-              WHERE jurisdiction_id IN ({ids}) AND erased_at IS NULL
-            ) numbered
-            WHERE (rn - 1) %% %s = 0
-            ORDER BY id
+            WITH RECURSIVE starts(lo) AS (
+              SELECT MIN(s.id) FROM consent_subject s WHERE {in_phase}
+              UNION ALL
+              SELECT (SELECT s.id FROM consent_subject s WHERE s.id > starts.lo AND {in_phase}
+                      ORDER BY s.id LIMIT 1 OFFSET %s)
+              FROM starts WHERE starts.lo IS NOT NULL
+            )
+            SELECT lo, CASE WHEN lo = (SELECT MAX(lo) FROM starts)
+                            THEN (SELECT COUNT(*) FROM consent_subject s
+                                  WHERE s.id >= starts.lo AND {in_phase}) END
+            FROM starts WHERE lo IS NOT NULL
+            ORDER BY lo
             """,  # noqa: S608 (integers from the database)  # nosec # B608
-            [size],
+            [size - 1],
         )
         starts = cursor.fetchall()
     ranges = []
-    for index, (lo, rn, total) in enumerate(starts):
+    for index, (lo, last_count) in enumerate(starts):
         if index + 1 < len(starts):
-            hi, count = starts[index + 1][0], size
+            ranges.append((lo, starts[index + 1][0], size))
         else:
-            hi, count = reach.MAX_ID, total - rn + 1
-        ranges.append((lo, hi, count))
+            ranges.append((lo, reach.MAX_ID, last_count))
     return ranges
 
 

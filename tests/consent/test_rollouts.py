@@ -631,6 +631,42 @@ def test_a_phase_is_cut_into_keyset_batches_of_at_most_the_batch_size():
     )
 
 
+@pytest.mark.parametrize("size", [1, 2, 4, 6, 11, 12, 50])
+def test_the_keyset_ranges_hold_every_subject_of_the_phase_once(size):
+    """Ranges of `size` subjects of the phase, whatever lies between them: subjects of
+    other jurisdictions and erased ones are stepped over, not counted, and the last
+    range holds the rest (12 subjects: sizes that divide them, and ones that do not)."""
+    first = only_ads_phase_one()
+    for index in range(19):
+        country, subdivision = [("BR", ""), ("DE", ""), ("US", "US-CA")][index % 3]
+        SubjectFactory.create(external_id=f"r{index}", country=country, subdivision=subdivision)
+    for external_id in ("r0", "r7"):  # one in the phase (BR), one outside it (DE)
+        services.erase_subject(external_id=external_id, actor=TEST_ACTOR)
+    jurisdictions = list(first.jurisdictions.values_list("pk", flat=True))
+    in_phase = sorted(
+        Subject.objects.filter(jurisdiction__in=jurisdictions, erased_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    assert len(in_phase) == 12
+
+    ranges = rollouts._boundaries(jurisdictions, size)
+
+    chunks = [in_phase[i : i + size] for i in range(0, len(in_phase), size)]
+    assert ranges == [
+        (chunk[0], later[0] if later else reach.MAX_ID, len(chunk))
+        for chunk, later in zip(chunks, [*chunks[1:], []], strict=True)
+    ]
+
+
+def test_a_phase_without_subjects_has_no_ranges():
+    first = only_ads_phase_one()
+    jurisdictions = list(first.jurisdictions.values_list("pk", flat=True))
+    Subject.objects.filter(jurisdiction__in=jurisdictions).update(erased_at=timezone.now())
+    assert rollouts._boundaries(jurisdictions, 3) == []
+    assert rollouts._boundaries([], 3) == []
+
+
 def test_a_batch_is_one_transaction(monkeypatch):
     first = only_ads_phase_one()
     for index in range(3):
