@@ -21,6 +21,7 @@ Steps:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -434,17 +435,90 @@ def wrk(script: Path, path: str, seconds: int) -> dict[str, Any]:
     return figures
 
 
-def measure(load: Load, token: str) -> dict[str, float]:
+# --- the CPU a request costs ------------------------------------------------------------------
+#
+# Both cores are busy in every round, so the rate follows what a request costs; where that
+# cost is (the server's Python or the database) the rate does not say. Each round reads,
+# from /proc, the CPU that gunicorn's workers and the PostgreSQL backends of the run's
+# database used while it ran (docs/benchmarks.md).
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU of a process so far, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class CpuMeter:
+    """The CPU used by the server's workers and by the run database's backends."""
+
+    server: int  # gunicorn's master
+    monitor: psycopg.Connection[Any]  # to another database, so never counted itself
+
+    def backends(self) -> list[int]:
+        rows = self.monitor.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = %s AND backend_type = 'client backend'",
+            [RUN_DB],
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def sample(self) -> dict[str, dict[int, float]]:
+        groups = {"app": _children(self.server), "db": self.backends()}
+        return {
+            group: {pid: cpu for pid in pids if (cpu := _cpu_seconds(pid)) is not None}
+            for group, pids in groups.items()
+        }
+
+    @staticmethod
+    def used(before: dict[int, float], after: dict[int, float]) -> float:
+        """CPU used in between; a process that started in between counts from zero."""
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def measure(load: Load, token: str, meter: CpuMeter | None) -> dict[str, float]:
     script = write_script(load, token)
     wrk(script, load.path, WARMUP)
     rounds = []
     for _ in range(ROUNDS):
+        before = meter.sample() if meter else None
         round_ = wrk(script, load.path, SECONDS)
+        after = meter.sample() if meter else None
         rps = round_["requests"] / (round_["duration_us"] / 1e6)
-        rounds.append((rps, round_["p99_us"] / 1000))
-    rps = statistics.median(r for r, _ in rounds)
-    p99 = statistics.median(p for _, p in rounds)
-    return {"rps": rps, "p99_ms": p99, "items_per_s": rps * load.items_per_request}
+        cpu = {"app": float("nan"), "db": float("nan")}
+        if before is not None and after is not None:
+            for group in cpu:
+                used = CpuMeter.used(before[group], after[group])
+                cpu[group] = 1000 * used / max(round_["requests"], 1)
+        rounds.append((rps, round_["p99_us"] / 1000, cpu["app"], cpu["db"]))
+    return {
+        "rps": statistics.median(r[0] for r in rounds),
+        "p99_ms": statistics.median(r[1] for r in rounds),
+        "items_per_s": statistics.median(r[0] for r in rounds) * load.items_per_request,
+        "app_cpu_ms": statistics.median(r[2] for r in rounds),
+        "db_cpu_ms": statistics.median(r[3] for r in rounds),
+    }
 
 
 def require_wrk() -> None:
@@ -466,11 +540,14 @@ def main() -> int:
     )
     server = start_server()
     results: dict[str, dict[str, float]] = {}
+    monitor = psycopg.connect(f"{PG}/postgres", autocommit=True)
+    meter = CpuMeter(server.pid, monitor) if Path("/proc/self/stat").exists() else None
     try:
         for load in loads():
             log(f"measuring {load.label}")
-            results[load.key] = measure(load, token)
+            results[load.key] = measure(load, token, meter)
     finally:
+        monitor.close()
         stop_server(server)
     baseline = results["baseline_json"]["rps"]
     figures = {
@@ -487,11 +564,22 @@ def main() -> int:
         ),
         "signals_events_per_s": round(results["signals"]["items_per_s"], 1),
     }
+    for load in loads():  # CPU a request: the medians of the rounds, where /proc tells
+        for group in ("app", "db"):
+            value = results[load.key][f"{group}_cpu_ms"]
+            if not math.isnan(value):
+                figures[f"{load.key}_{group}_cpu_ms"] = round(value, 3)
     print()
-    print(f"{'endpoint':<36}{'requests/s':>12}{'p99 ms':>10}{'items/s':>12}")
+    print(
+        f"{'endpoint':<36}{'requests/s':>12}{'p99 ms':>10}{'items/s':>12}"
+        f"{'app CPU ms':>12}{'db CPU ms':>11}"
+    )
     for load in loads():
         r = results[load.key]
-        print(f"{load.label:<36}{r['rps']:>12,.0f}{r['p99_ms']:>10.1f}{r['items_per_s']:>12,.0f}")
+        print(
+            f"{load.label:<36}{r['rps']:>12,.0f}{r['p99_ms']:>10.1f}{r['items_per_s']:>12,.0f}"
+            f"{r['app_cpu_ms']:>12.2f}{r['db_cpu_ms']:>11.2f}"
+        )
     print(
         f"consent check / baseline: {figures['consent_check_ratio']:.3f}   "
         f"ad decision / consent check: {figures['ad_decision_ratio']:.3f}"
