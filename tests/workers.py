@@ -22,6 +22,26 @@ from tests.conftest import IN_CI
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# The worker tests' Redis databases: run serially (or in pytest-xdist's first process),
+# the rollout tests' 7 and the webhook tests' 9; every further xdist process gets a pair
+# of its own, or the workers started by two processes would take each other's tasks.
+_XDIST_DATABASES = {7: (10, 12, 14), 9: (11, 13, 15)}
+
+
+def worker_broker_url(database: int) -> str:
+    """The broker URL of the worker tests that use Redis database `database` when run
+    serially, for this test process."""
+    place = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    if place:
+        spare = _XDIST_DATABASES[database]
+        if place > len(spare):
+            raise RuntimeError(
+                f"the worker tests have Redis databases for {len(spare) + 1} pytest-xdist "
+                "processes at most (-n)"
+            )
+        database = spare[place - 1]
+    return f"redis://127.0.0.1:6379/{database}"
+
 
 def start_worker(
     *, name: str, env: dict[str, str], log_path: Path, timeout: float = 60

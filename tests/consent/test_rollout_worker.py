@@ -50,6 +50,7 @@ from tests.workers import (
     database_url,
     start_worker,
     stop_worker,
+    worker_broker_url,
 )
 from tests.workers import worker_broker as use_worker_broker
 
@@ -59,7 +60,7 @@ pytestmark = [
 ]
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-WORKER_BROKER = "redis://127.0.0.1:6379/7"
+WORKER_BROKER = worker_broker_url(7)  # used by no other test
 BATCH_SIZE = 500
 DEADLINE = 120.0  # seconds: a generous bound; each test takes well under a minute
 PLACES = [("US", "US-CA"), ("BR", ""), ("DE", ""), ("IN", ""), ("GB", ""), ("JP", "")]

@@ -34,7 +34,7 @@ from tests.consent.test_webhooks import (
     register,
     subscribe,
 )
-from tests.workers import database_url, start_worker, stop_worker
+from tests.workers import database_url, start_worker, stop_worker, worker_broker_url
 from tests.workers import worker_broker as use_worker_broker
 
 pytestmark = [
@@ -43,7 +43,7 @@ pytestmark = [
 ]
 
 BASE_DIR = Path(__file__).resolve().parents[2]
-WORKER_BROKER = "redis://127.0.0.1:6379/9"  # used by no other test
+WORKER_BROKER = worker_broker_url(9)  # used by no other test
 DEADLINE = 60.0  # seconds: generous, a benchmark may share the machine
 PROMPT = 5.0  # seconds a consent write may take while the receiver is failing
 PATH = "/hooks"
