@@ -634,8 +634,9 @@ def test_a_phase_is_cut_into_keyset_batches_of_at_most_the_batch_size():
 @pytest.mark.parametrize("size", [1, 2, 4, 6, 11, 12, 50])
 def test_the_keyset_ranges_hold_every_subject_of_the_phase_once(size):
     """Ranges of `size` subjects of the phase, whatever lies between them: subjects of
-    other jurisdictions and erased ones are stepped over, not counted, and the last
-    range holds the rest (12 subjects: sizes that divide them, and ones that do not)."""
+    other jurisdictions and erased ones are left out, neither counted nor starting a
+    range, and the last range holds the rest (12 subjects: sizes that divide them, and
+    sizes that do not)."""
     first = only_ads_phase_one()
     for index in range(19):
         country, subdivision = [("BR", ""), ("DE", ""), ("US", "US-CA")][index % 3]
