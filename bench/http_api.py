@@ -445,28 +445,25 @@ def wrk(script: Path, path: str, seconds: int) -> dict[str, Any]:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User and system CPU of a process so far, or None when it is gone."""
+def _stat(pid: int) -> list[str] | None:
+    """A process's /proc stat fields after its command (which may hold spaces), from
+    its state on; None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User and system CPU of a process so far, or None when it is gone."""
+    fields = _stat(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found.append(int(entry.name))
-    return found
+    pids = (int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit())
+    return [pid for pid in pids if (fields := _stat(pid)) is not None and int(fields[1]) == parent]
 
 
 @dataclass
@@ -512,10 +509,11 @@ def measure(load: Load, token: str, meter: CpuMeter | None) -> dict[str, float]:
                 used = CpuMeter.used(before[group], after[group])
                 cpu[group] = 1000 * used / max(round_["requests"], 1)
         rounds.append((rps, round_["p99_us"] / 1000, cpu["app"], cpu["db"]))
+    rps = statistics.median(r[0] for r in rounds)
     return {
-        "rps": statistics.median(r[0] for r in rounds),
+        "rps": rps,
         "p99_ms": statistics.median(r[1] for r in rounds),
-        "items_per_s": statistics.median(r[0] for r in rounds) * load.items_per_request,
+        "items_per_s": rps * load.items_per_request,
         "app_cpu_ms": statistics.median(r[2] for r in rounds),
         "db_cpu_ms": statistics.median(r[3] for r in rounds),
     }
